@@ -1,0 +1,54 @@
+"""One settings object for every process (worker, API, CLI), read from the environment once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration.
+
+    The three server addresses use the conventional variable names; everything else is
+    prefixed with ``INTERACTION_SUMMARY_`` so it cannot collide with unrelated variables.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="INTERACTION_SUMMARY_", extra="ignore", frozen=True
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        "localhost:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    database_url: str = Field(
+        "postgresql://postgres@localhost:5432/postgres",
+        validation_alias=AliasChoices("DATABASE_URL"),
+    )
+    redis_url: str = Field("redis://localhost:6379/0", validation_alias=AliasChoices("REDIS_URL"))
+
+    topic: str = "interactions"
+    dlq_topic: str = "interactions.dlq"
+    topic_partitions: int = Field(8, ge=1)
+    consumer_group: str = "interaction-summary"
+    redis_prefix: str = Field("is", description="namespace of every Redis key this service owns")
+
+    batch_max_events: int = Field(5000, ge=1)
+    batch_max_seconds: float = Field(0.1, gt=0)
+    future_tolerance_seconds: int = Field(300, ge=0)
+
+    worker_metrics_port: int = Field(9108, ge=0, description="0 disables the worker's /metrics")
+    worker_data_dir: Path = Path(".interaction-summary/worker")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_key_cache_seconds: float = Field(2.0, ge=0)
+    catalog_refresh_seconds: float = Field(1.0, ge=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

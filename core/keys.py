@@ -1,0 +1,59 @@
+"""Every Redis key this service writes, in one place, with why it exists.
+
+Layout per bucket (tenant, dimension, period, bucket start):
+- ``{p}:rank:...`` sorted set, member = group id, score = ``-total``. Ascending ZRANGE then
+  gives total descending with ties by id ascending: exactly the API's sort order.
+- ``{p}:cnt:...`` hash, field ``{counter}:{group id}`` -> count. One hash per bucket keeps a
+  page read to a single HMGET.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+# Counters kept per bucket and group, in the order the write path ships them.
+# ``distinct`` is uniqueActions for customers and treatmentCount for channels.
+COUNTERS: tuple[str, ...] = (
+    "impression",
+    "click",
+    "dismiss",
+    "accept",
+    "convert",
+    "total",
+    "distinct",
+)
+
+# How long an "outbox batch N was applied" marker lives. A batch stays in the Postgres
+# outbox at most seconds after its commit, so a day is a wide margin against re-applying.
+APPLIED_MARKER_TTL_SECONDS = 86_400
+
+
+def ready_key(prefix: str) -> str:
+    """Present only while Redis mirrors Postgres exactly (absent after a flush or restart)."""
+    return f"{prefix}:ready"
+
+
+def applied_key(prefix: str, outbox_id: int) -> str:
+    """Marker that outbox batch ``outbox_id`` is already in Redis: the exactly-once fence."""
+    return f"{prefix}:applied:{outbox_id}"
+
+
+def _bucket_suffix(tenant: str, dimension: str, period: str, start: date) -> str:
+    return f"{{{tenant}}}:{dimension}:{period}:{start.isoformat()}"
+
+
+def rank_key(prefix: str, tenant: str, dimension: str, period: str, start: date) -> str:
+    return f"{prefix}:rank:{_bucket_suffix(tenant, dimension, period, start)}"
+
+
+def counts_key(prefix: str, tenant: str, dimension: str, period: str, start: date) -> str:
+    return f"{prefix}:cnt:{_bucket_suffix(tenant, dimension, period, start)}"
+
+
+def counter_field(counter: str, group_id: str) -> str:
+    return f"{counter}:{group_id}"
+
+
+def data_key_patterns(prefix: str) -> tuple[str, ...]:
+    """SCAN patterns matching every bucket key (used when Redis is rebuilt)."""
+    return (f"{prefix}:rank:*", f"{prefix}:cnt:*", f"{prefix}:applied:*")

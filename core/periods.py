@@ -1,0 +1,117 @@
+"""Pure UTC period bucketing: which daily, weekly, monthly and all-time bucket holds an instant.
+
+No clock is read here; callers pass ``now`` in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+
+
+class Period(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    ALLTIME = "alltime"
+
+
+# The all-time bucket needs a start like every other bucket; the first representable day
+# keeps it below every accepted timestamp.
+ALLTIME_START = date(1, 1, 1)
+
+
+def bucket_start(period: Period, day: date) -> date:
+    """First day of the ``period`` bucket that contains ``day`` (weeks start on ISO Monday)."""
+    if period is Period.DAILY:
+        return day
+    if period is Period.WEEKLY:
+        return day - timedelta(days=day.weekday())
+    if period is Period.MONTHLY:
+        return day.replace(day=1)
+    return ALLTIME_START
+
+
+def bucket_starts(ts: datetime) -> tuple[tuple[Period, date], ...]:
+    """The four buckets (one per period type) that an event at ``ts`` increments."""
+    day = ts.astimezone(UTC).date()
+    return tuple((period, bucket_start(period, day)) for period in Period)
+
+
+def next_bucket_start(period: Period, start: date) -> date | None:
+    """First day after the bucket that begins at ``start``; None for the unbounded all-time."""
+    if period is Period.DAILY:
+        return start + timedelta(days=1)
+    if period is Period.WEEKLY:
+        return start + timedelta(days=7)
+    if period is Period.MONTHLY:
+        if start.month == 12:
+            return None if start.year == 9999 else date(start.year + 1, 1, 1)
+        return date(start.year, start.month + 1, 1)
+    return None
+
+
+def period_for_days(days: int) -> Period:
+    """The seed API's mapping of a ``days`` parameter to a period type."""
+    if days <= 1:
+        return Period.DAILY
+    if days <= 7:
+        return Period.WEEKLY
+    if days <= 31:
+        return Period.MONTHLY
+    return Period.ALLTIME
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """What a summary covers: the bucket(s) to read and the equivalent event-time range.
+
+    ``first_day``/``last_day`` are inclusive bucket starts; ``start``/``end`` are the
+    half-open instant range ``[start, end)`` used to aggregate raw history (``end`` is None
+    for all-time: no upper bound).
+    """
+
+    period: Period
+    rolling: bool
+    first_day: date
+    last_day: date
+    start: datetime
+    end: datetime | None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def summary_range(days: int, rolling: bool, now: datetime) -> TimeRange:
+    """The range a summary for ``days`` covers at ``now``.
+
+    ``window=period``: the current calendar period of the mapped type.
+    ``window=rolling``: exactly the last ``days`` UTC days including today, from daily buckets.
+    """
+    today = now.astimezone(UTC).date()
+    if rolling:
+        first = today - timedelta(days=days - 1) if days - 1 < (today - date.min).days else date.min
+        return TimeRange(
+            Period.DAILY, True, first, today, _midnight(first), _midnight(today + timedelta(days=1))
+        )
+    period = period_for_days(days)
+    start = bucket_start(period, today)
+    nxt = next_bucket_start(period, start)
+    return TimeRange(
+        period, False, start, start, _midnight(start), _midnight(nxt) if nxt else None
+    )
+
+
+# Redis keeps a bucket until a day after the bucket ends: long enough for late events and for
+# readers of the just-finished period, short enough that the hot model stays small.
+REDIS_GRACE = timedelta(days=1)
+
+
+def redis_expiry(period: Period, start: date) -> datetime | None:
+    """When Redis may forget the bucket starting at ``start``; None: keep forever (all-time)."""
+    nxt = next_bucket_start(period, start)
+    if period is Period.ALLTIME or nxt is None:
+        return None
+    return _midnight(nxt) + REDIS_GRACE

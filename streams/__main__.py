@@ -1,0 +1,3 @@
+from streams.app import run_worker
+
+run_worker()

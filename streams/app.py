@@ -1,0 +1,135 @@
+"""The Faust worker: one agent that turns the interactions topic into period counters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import faust
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+
+from core.config import Settings, get_settings
+from core.db import create_pool
+from streams.pipeline import BatchProcessor, DeadLetter, RawMessage
+from streams.redis_sink import RedisSink
+
+log = logging.getLogger(__name__)
+
+
+def kafka_url(bootstrap_servers: str) -> str:
+    """Faust's broker URL for a comma-separated bootstrap list."""
+    return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
+
+
+def create_app(settings: Settings) -> faust.App:
+    # Consumer settings: see README "Throughput" for how each was measured.
+    return faust.App(
+        settings.consumer_group,
+        broker=kafka_url(settings.kafka_bootstrap_servers),
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=str(settings.worker_data_dir),
+        producer_max_request_size=4 * 1024 * 1024,
+        stream_buffer_maxsize=settings.batch_max_events * 2,
+        broker_max_poll_records=settings.batch_max_events,
+    )
+
+
+settings = get_settings()
+app = create_app(settings)
+interactions = app.topic(
+    settings.topic,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+)
+dead_letters = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+
+
+class _Worker:
+    """Connections of this worker process, opened once on the first batch."""
+
+    processor: BatchProcessor | None = None
+    _lock = asyncio.Lock()
+
+    @classmethod
+    async def get(cls) -> BatchProcessor:
+        async with cls._lock:
+            if cls.processor is None:
+                cls.processor = await _open_processor()
+            return cls.processor
+
+
+async def _open_processor() -> BatchProcessor:
+    while True:
+        try:
+            pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+            break
+        except (OSError, Exception) as exc:  # Postgres not up yet: wait, never crash-loop
+            log.warning("postgres not reachable yet, retrying error=%r", exc)
+            await asyncio.sleep(1.0)
+    redis = Redis.from_url(settings.redis_url)
+    await dead_letters.maybe_declare()
+    return BatchProcessor(
+        pool,
+        RedisSink(redis, pool, settings.redis_prefix),
+        send_dead_letters,
+        timedelta(seconds=settings.future_tolerance_seconds),
+    )
+
+
+async def send_dead_letters(letters: Sequence[DeadLetter]) -> None:
+    """Publish the original bytes with the reason and source position as headers; await delivery."""
+    pending = []
+    for letter in letters:
+        source = letter.message
+        headers = [
+            ("dlq.reason", letter.reason.encode()),
+            ("dlq.source.topic", source.topic.encode()),
+            ("dlq.source.partition", str(source.partition).encode()),
+            ("dlq.source.offset", str(source.offset).encode()),
+        ]
+        pending.append(await dead_letters.send(key=source.key, value=source.value, headers=headers))
+    await asyncio.gather(*pending)
+
+
+def _raw(event: Any) -> RawMessage:
+    message = event.message
+    return RawMessage(message.key, message.value, message.topic, message.partition, message.offset)
+
+
+@app.agent(interactions)
+async def count_interactions(stream: AsyncIterator[Any]) -> None:
+    """Take a batch, hand it to the processor; Faust acks it only after process() returns."""
+    async for events in stream.take_events(  # type: ignore[attr-defined]
+        settings.batch_max_events, within=settings.batch_max_seconds
+    ):
+        processor = await _Worker.get()
+        await processor.process([_raw(event) for event in events])
+
+
+@app.timer(interval=1.0)
+async def keep_redis_exact() -> None:
+    processor = await _Worker.get()
+    await processor.keep_redis_exact()
+
+
+@app.task
+async def serve_metrics() -> None:
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr="0.0.0.0")  # noqa: S104
+
+
+def run_worker(loglevel: str = "info") -> None:
+    """Run this process as a Faust worker until stopped."""
+    from faust import Worker
+
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

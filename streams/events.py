@@ -1,0 +1,131 @@
+"""The event contract: raw Kafka bytes in, a typed ``Interaction`` or a readable rejection out.
+
+Pure: the caller passes ``now`` (used for the "not in the future" rule).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+KNOWN_TYPES: tuple[str, ...] = ("impression", "click", "dismiss", "accept", "convert")
+DEFAULT_TENANT = "default"
+
+_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_ID_MAX = 128
+_TENANT_MAX = 64
+_REQUIRED_IDS = (("id", "id"), ("customerId", "customer_id"), ("actionId", "action_id"))
+_OPTIONAL_IDS = (("treatmentId", "treatment_id"), ("channelId", "channel_id"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One accepted interaction event."""
+
+    id: str
+    tenant_id: str
+    timestamp: datetime
+    customer_id: str
+    action_id: str
+    treatment_id: str | None
+    channel_id: str | None
+    type: str
+
+
+class Rejected(ValueError):
+    """A message that breaks the event contract; ``str()`` is the reason shown in the DLQ."""
+
+
+def parse_event(raw: bytes | None, now: datetime, future_tolerance: timedelta) -> Interaction:
+    """Validate one message value; raise ``Rejected`` with a reason a person can act on."""
+    if raw is None:
+        raise Rejected("empty message: the value is null")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise Rejected(f"not a JSON object: got {type(doc).__name__}")
+    fields: dict[str, Any] = {}
+    for name, attr in _REQUIRED_IDS:
+        fields[attr] = _text(doc, name, _ID_MAX, required=True)
+    for name, attr in _OPTIONAL_IDS:
+        fields[attr] = _text(doc, name, _ID_MAX, required=False)
+    fields["tenant_id"] = _text(doc, "tenantId", _TENANT_MAX, required=False) or DEFAULT_TENANT
+    fields["type"] = _event_type(doc)
+    fields["timestamp"] = _timestamp(doc, now, future_tolerance)
+    return Interaction(**fields)
+
+
+def _text(doc: dict[str, Any], name: str, max_len: int, *, required: bool) -> str | None:
+    value = doc.get(name)
+    if value is None:
+        if required:
+            raise Rejected(f"field '{name}' is required")
+        return None
+    if not isinstance(value, str):
+        raise Rejected(f"field '{name}' must be a string, got {type(value).__name__}")
+    if not 1 <= len(value) <= max_len:
+        raise Rejected(f"field '{name}' must be 1..{max_len} characters, got {len(value)}")
+    if "\x00" in value:
+        # Postgres text cannot hold NUL; rejecting here keeps one bad event from blocking a batch.
+        raise Rejected(f"field '{name}' contains a NUL character")
+    return value
+
+
+def _event_type(doc: dict[str, Any]) -> str:
+    value = _text(doc, "type", 32, required=True)
+    assert value is not None
+    if not _TYPE_PATTERN.fullmatch(value):
+        raise Rejected(f"field 'type' must match [a-z][a-z0-9_]{{0,31}}, got {value!r}")
+    return value
+
+
+def _timestamp(doc: dict[str, Any], now: datetime, future_tolerance: timedelta) -> datetime:
+    value = doc.get("timestamp")
+    if value is None:
+        raise Rejected("field 'timestamp' is required")
+    if isinstance(value, bool):
+        raise Rejected("field 'timestamp' must be an ISO-8601 string or epoch milliseconds, got bool")
+    if isinstance(value, int):
+        ts = _from_epoch_ms(value)
+    elif isinstance(value, str):
+        ts = _from_iso(value)
+    else:
+        raise Rejected(
+            "field 'timestamp' must be an ISO-8601 string or epoch milliseconds, "
+            f"got {type(value).__name__}"
+        )
+    if ts > now + future_tolerance:
+        raise Rejected(
+            f"field 'timestamp' {ts.isoformat()} is more than "
+            f"{int(future_tolerance.total_seconds())}s in the future"
+        )
+    return ts
+
+
+def _from_epoch_ms(value: int) -> datetime:
+    try:
+        return _EPOCH + timedelta(milliseconds=value)
+    except OverflowError:
+        raise Rejected(f"field 'timestamp' epoch milliseconds {value} is out of range") from None
+
+
+def _from_iso(value: str) -> datetime:
+    if len(value) > 64:
+        raise Rejected(f"field 'timestamp' is not an ISO-8601 timestamp ({len(value)} characters)")
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected(f"field 'timestamp' is not an ISO-8601 timestamp: {value!r}") from None
+    if ts.tzinfo is None:
+        raise Rejected(f"field 'timestamp' needs a UTC offset (e.g. 'Z' or '+02:00'): {value!r}")
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:
+        raise Rejected(f"field 'timestamp' is out of range in UTC: {value!r}") from None
