@@ -52,3 +52,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
     return Settings()
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that make another process (worker, API) use ``settings``."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+    }
+    for name, value in settings.model_dump(
+        exclude={"kafka_bootstrap_servers", "database_url", "redis_url"}
+    ).items():
+        env[f"INTERACTION_SUMMARY_{name.upper()}"] = str(value)
+    return env

@@ -99,9 +99,7 @@ def summary_range(days: int, rolling: bool, now: datetime) -> TimeRange:
     period = period_for_days(days)
     start = bucket_start(period, today)
     nxt = next_bucket_start(period, start)
-    return TimeRange(
-        period, False, start, start, _midnight(start), _midnight(nxt) if nxt else None
-    )
+    return TimeRange(period, False, start, start, _midnight(start), _midnight(nxt) if nxt else None)
 
 
 # Redis keeps a bucket until a day after the bucket ends: long enough for late events and for

@@ -98,7 +98,12 @@ def distinct_pairs(events: Iterable[Interaction]) -> set[DistinctPair]:
             if event.channel_id is not None and event.treatment_id is not None:
                 pairs.add(
                     DistinctPair(
-                        event.tenant_id, "channel", period, start, event.channel_id, event.treatment_id
+                        event.tenant_id,
+                        "channel",
+                        period,
+                        start,
+                        event.channel_id,
+                        event.treatment_id,
                     )
                 )
     return pairs

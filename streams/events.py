@@ -91,7 +91,9 @@ def _timestamp(doc: dict[str, Any], now: datetime, future_tolerance: timedelta) 
     if value is None:
         raise Rejected("field 'timestamp' is required")
     if isinstance(value, bool):
-        raise Rejected("field 'timestamp' must be an ISO-8601 string or epoch milliseconds, got bool")
+        raise Rejected(
+            "field 'timestamp' must be an ISO-8601 string or epoch milliseconds, got bool"
+        )
     if isinstance(value, int):
         ts = _from_epoch_ms(value)
     elif isinstance(value, str):

@@ -15,5 +15,7 @@ BATCH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 STORE_RETRIES = Counter("interaction_store_retries_total", "Retries after a store error", ["store"])
-CONSUMER_LAG = Gauge("interactions_consumer_lag", "Messages behind the partition end", ["partition"])
+CONSUMER_LAG = Gauge(
+    "interactions_consumer_lag", "Messages behind the partition end", ["partition"]
+)
 OUTBOX_PENDING = Gauge("interactions_redis_outbox_pending", "Committed batches not yet in Redis")

@@ -1,0 +1,153 @@
+"""The catalog (actions, treatments, channels): loaded from JSON into Postgres, cached per API process."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _CatalogItem(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    id: str = Field(min_length=1, max_length=128)
+
+
+class CatalogAction(_CatalogItem):
+    name: str | None = None
+    issue: str | None = None
+    group: str | None = None
+    status: str | None = None
+    priority: int | None = None
+
+
+class CatalogTreatment(_CatalogItem):
+    name: str | None = None
+    action_id: str | None = Field(None, alias="actionId")
+    channel_id: str | None = Field(None, alias="channelId")
+    template_type: str | None = Field(None, alias="templateType")
+    ab_test_variant: str | None = Field(None, alias="abTestVariant")
+    weight: int | None = None
+    status: str | None = None
+
+
+class CatalogChannel(_CatalogItem):
+    name: str | None = None
+    channel_type: str | None = Field(None, alias="channelType")
+
+
+class CatalogDocument(BaseModel):
+    """The JSON file ``interaction-summary catalog load`` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+    actions: list[CatalogAction] = []
+    treatments: list[CatalogTreatment] = []
+    channels: list[CatalogChannel] = []
+
+
+UPSERT_ACTIONS = """
+INSERT INTO catalog_action (tenant_id, id, name, issue, "group", status, priority)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[])
+ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, issue = excluded.issue,
+    "group" = excluded."group", status = excluded.status, priority = excluded.priority
+"""
+UPSERT_TREATMENTS = """
+INSERT INTO catalog_treatment
+    (tenant_id, id, name, action_id, channel_id, template_type, ab_test_variant, weight, status)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::int[], $9::text[])
+ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, action_id = excluded.action_id,
+    channel_id = excluded.channel_id, template_type = excluded.template_type,
+    ab_test_variant = excluded.ab_test_variant, weight = excluded.weight, status = excluded.status
+"""
+UPSERT_CHANNELS = """
+INSERT INTO catalog_channel (tenant_id, id, name, channel_type)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[])
+ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, channel_type = excluded.channel_type
+"""
+BUMP_VERSION = "SELECT nextval('catalog_version')"
+CURRENT_VERSION = "SELECT last_value FROM catalog_version"
+SELECT_ACTIONS = """
+SELECT id, name, issue, "group", status, priority FROM catalog_action WHERE tenant_id = $1
+"""
+SELECT_TREATMENTS = """
+SELECT id, name, action_id, channel_id, template_type, ab_test_variant, weight, status
+FROM catalog_treatment WHERE tenant_id = $1
+"""
+SELECT_CHANNELS = "SELECT id, name, channel_type FROM catalog_channel WHERE tenant_id = $1"
+
+
+def _columns(items: list[BaseModel], names: list[str]) -> list[list[object]]:
+    return [[getattr(item, name) for item in items] for name in names]
+
+
+async def load_catalog(
+    pool: asyncpg.Pool, doc: CatalogDocument, tenant_id: str = "default"
+) -> None:
+    """Upsert every item of ``doc`` for ``tenant_id`` in one transaction."""
+    action_cols = ["id", "name", "issue", "group", "status", "priority"]
+    treatment_cols = [
+        "id", "name", "action_id", "channel_id", "template_type", "ab_test_variant", "weight", "status",
+    ]  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(UPSERT_ACTIONS, tenant_id, *_columns(list(doc.actions), action_cols))
+        await conn.execute(
+            UPSERT_TREATMENTS, tenant_id, *_columns(list(doc.treatments), treatment_cols)
+        )
+        await conn.execute(
+            UPSERT_CHANNELS,
+            tenant_id,
+            *_columns(list(doc.channels), ["id", "name", "channel_type"]),
+        )
+        await conn.execute(BUMP_VERSION)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """One tenant's catalog as plain dicts keyed by id."""
+
+    actions: dict[str, asyncpg.Record] = field(default_factory=dict)
+    treatments: dict[str, asyncpg.Record] = field(default_factory=dict)
+    channels: dict[str, asyncpg.Record] = field(default_factory=dict)
+
+
+async def fetch_catalog(pool: asyncpg.Pool, tenant_id: str) -> Catalog:
+    async with pool.acquire() as conn:
+        actions = await conn.fetch(SELECT_ACTIONS, tenant_id)
+        treatments = await conn.fetch(SELECT_TREATMENTS, tenant_id)
+        channels = await conn.fetch(SELECT_CHANNELS, tenant_id)
+    return Catalog(
+        {r["id"]: r for r in actions},
+        {r["id"]: r for r in treatments},
+        {r["id"]: r for r in channels},
+    )
+
+
+class CatalogCache:
+    """Per-tenant catalogs, re-read when ``catalog load`` bumped the version.
+
+    The version is checked at most every ``refresh`` seconds; if Postgres is unreachable the
+    last copy keeps serving, so Redis-backed answers still carry names.
+    """
+
+    def __init__(self, refresh: float) -> None:
+        self._refresh = refresh
+        self._checked_at = 0.0
+        self._version: int | None = None
+        self._by_tenant: dict[str, Catalog] = {}
+
+    async def get(self, pool: asyncpg.Pool, tenant_id: str) -> Catalog:
+        now = time.monotonic()
+        try:
+            if now - self._checked_at >= self._refresh:
+                version = await pool.fetchval(CURRENT_VERSION)
+                self._checked_at = now
+                if version != self._version:
+                    self._version = version
+                    self._by_tenant.clear()
+            if tenant_id not in self._by_tenant:
+                self._by_tenant[tenant_id] = await fetch_catalog(pool, tenant_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return self._by_tenant.get(tenant_id, Catalog())
+        return self._by_tenant[tenant_id]
