@@ -85,6 +85,7 @@ async def rebuild_postgres(pool: asyncpg.Pool) -> int:
 async def rebuild(pool: asyncpg.Pool, redis_sink: RedisSink) -> int:
     """Rebuild Postgres buckets from history, then Redis from Postgres."""
     count = await rebuild_postgres(pool)
-    while not await redis_sink.resync():  # a worker is resyncing right now: ours must run after
+    # A worker may be resyncing right now (advisory lock in Postgres): ours must run after it.
+    while not await redis_sink.resync():  # noqa: ASYNC110
         await asyncio.sleep(0.2)
     return count
