@@ -40,16 +40,24 @@ def bucket_starts(ts: datetime) -> tuple[tuple[Period, date], ...]:
 
 
 def next_bucket_start(period: Period, start: date) -> date | None:
-    """First day after the bucket that begins at ``start``; None for the unbounded all-time."""
+    """First day after the bucket that begins at ``start``.
+
+    None for the unbounded all-time, and for a bucket that runs to the end of the calendar
+    (9999-12-31): its successor is not a representable date.
+    """
     if period is Period.DAILY:
-        return start + timedelta(days=1)
+        return _days_after(start, 1)
     if period is Period.WEEKLY:
-        return start + timedelta(days=7)
+        return _days_after(start, 7)
     if period is Period.MONTHLY:
         if start.month == 12:
             return None if start.year == 9999 else date(start.year + 1, 1, 1)
         return date(start.year, start.month + 1, 1)
     return None
+
+
+def _days_after(day: date, days: int) -> date | None:
+    return day + timedelta(days=days) if (date.max - day).days >= days else None
 
 
 def period_for_days(days: int) -> Period:
@@ -93,9 +101,9 @@ def summary_range(days: int, rolling: bool, now: datetime) -> TimeRange:
     today = now.astimezone(UTC).date()
     if rolling:
         first = today - timedelta(days=days - 1) if days - 1 < (today - date.min).days else date.min
-        return TimeRange(
-            Period.DAILY, True, first, today, _midnight(first), _midnight(today + timedelta(days=1))
-        )
+        tomorrow = next_bucket_start(Period.DAILY, today)
+        end = _midnight(tomorrow) if tomorrow else None
+        return TimeRange(Period.DAILY, True, first, today, _midnight(first), end)
     period = period_for_days(days)
     start = bucket_start(period, today)
     nxt = next_bucket_start(period, start)
@@ -108,8 +116,9 @@ REDIS_GRACE = timedelta(days=1)
 
 
 def redis_expiry(period: Period, start: date) -> datetime | None:
-    """When Redis may forget the bucket starting at ``start``; None: keep forever (all-time)."""
+    """When Redis may forget the bucket starting at ``start``; None: keep forever (all-time,
+    and the last buckets of the calendar, whose end plus grace is past 9999-12-31)."""
     nxt = next_bucket_start(period, start)
-    if period is Period.ALLTIME or nxt is None:
+    if period is Period.ALLTIME or nxt is None or nxt > date.max - REDIS_GRACE:
         return None
     return _midnight(nxt) + REDIS_GRACE
