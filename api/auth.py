@@ -91,7 +91,8 @@ async def find_key(pool: asyncpg.Pool, key: str) -> ApiKey | None:
 class KeyCache:
     """Remembers key lookups (hits and misses) for a few seconds: one query per key, not per request.
 
-    A revoked key therefore stops working within ``ttl`` seconds.
+    A revoked key therefore stops working within ``ttl`` seconds (or once Postgres is back,
+    if it is down at that moment).
     """
 
     def __init__(self, ttl: float) -> None:
@@ -104,7 +105,12 @@ class KeyCache:
         cached = self._entries.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = await find_key(pool, key)
+        try:
+            found = await find_key(pool, key)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if cached is not None:
+                return cached[1]  # while Postgres is down, a known answer beats a 503
+            raise
         if len(self._entries) > 10_000:  # bounded: unknown keys must not grow memory forever
             self._entries.clear()
         self._entries[digest] = (now + self._ttl, found)

@@ -53,13 +53,18 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections are ready for this service (migrations applied first)."""
-    conn = await asyncpg.connect(dsn)
+async def create_pool(
+    dsn: str, min_size: int = 1, max_size: int = 10, **options: object
+) -> asyncpg.Pool:
+    """A pool whose connections are ready for this service (migrations applied first).
+
+    ``options`` go to ``asyncpg.create_pool`` (e.g. ``timeout``, ``command_timeout``).
+    """
+    conn = await asyncpg.connect(dsn, timeout=options.get("timeout", 60))  # type: ignore[arg-type]
     try:
         await migrate(conn)
     finally:
         await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, **options)  # type: ignore[arg-type]
     assert pool is not None
     return pool

@@ -5,10 +5,10 @@ CREATE TABLE interaction_history (
     tenant_id    text        NOT NULL,
     event_id     text        NOT NULL,
     ts           timestamptz NOT NULL,
-    customer_id  text        NOT NULL,
-    action_id    text        NOT NULL,
-    treatment_id text,
-    channel_id   text,
+    customer_id  text        COLLATE "C" NOT NULL,
+    action_id    text        COLLATE "C" NOT NULL,
+    treatment_id text        COLLATE "C",
+    channel_id   text        COLLATE "C",
     type         text        NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, event_id)
@@ -22,7 +22,9 @@ CREATE TABLE interaction_bucket (
     dimension      text   NOT NULL CHECK (dimension IN ('action', 'treatment', 'channel', 'customer')),
     period         text   NOT NULL CHECK (period IN ('daily', 'weekly', 'monthly', 'alltime')),
     bucket_start   date   NOT NULL,
-    group_id       text   NOT NULL,
+    -- "C" collation: ids sort by code point everywhere (Postgres, Redis, Python), so every
+    -- source returns ties in the same order.
+    group_id       text   COLLATE "C" NOT NULL,
     impression     bigint NOT NULL DEFAULT 0,
     click          bigint NOT NULL DEFAULT 0,
     dismiss        bigint NOT NULL DEFAULT 0,
@@ -43,8 +45,8 @@ CREATE TABLE bucket_distinct (
     dimension    text NOT NULL CHECK (dimension IN ('channel', 'customer')),
     period       text NOT NULL,
     bucket_start date NOT NULL,
-    group_id     text NOT NULL,
-    item_id      text NOT NULL,
+    group_id     text COLLATE "C" NOT NULL,
+    item_id      text COLLATE "C" NOT NULL,
     PRIMARY KEY (tenant_id, dimension, period, bucket_start, group_id, item_id)
 );
 

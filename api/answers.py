@@ -1,0 +1,120 @@
+"""Where an answer comes from: Redis first, Postgres buckets next, raw history last."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from api import queries
+from api.catalog import Catalog
+from api.deps import STORE_ERRORS, Stores
+from api.errors import ApiError
+from api.summary import GroupBy, Page, Source, Window, rows
+from core.periods import TimeRange, summary_range
+
+log = logging.getLogger(__name__)
+
+_SERIES_COUNTERS = ("impression", "click", "dismiss", "accept", "convert", "total")
+
+
+async def _page(
+    stores: Stores, tenant: str, group_by: GroupBy, rng: TimeRange, limit: int, offset: int
+) -> tuple[Page, Source]:
+    if not rng.rolling:
+        try:
+            page = await stores.reader.period_page(
+                tenant, group_by, rng.period, rng.first_day, limit, offset
+            )
+            if page is not None:
+                return page, Source.REDIS
+        except RedisError as exc:  # Redis down: Postgres still answers exactly
+            log.warning("redis read failed, using postgres error=%r", exc)
+    pool = stores.require_pool()
+    try:
+        if rng.rolling:
+            page = await queries.rolling_page(
+                pool, tenant, group_by, rng.first_day, rng.last_day, limit, offset
+            )
+        else:
+            page = await queries.period_page(
+                pool, tenant, group_by, rng.period, rng.first_day, limit, offset
+            )
+        if page is not None:
+            return page, Source.POSTGRES
+        history = await queries.history_page(
+            pool, tenant, group_by, rng.start, rng.end, limit, offset
+        )
+        return history, Source.HISTORY
+    except STORE_ERRORS as exc:
+        log.warning("postgres read failed error=%r", exc)
+        raise ApiError(
+            503, "DATABASE_UNAVAILABLE", "the counters cannot be read right now; retry shortly"
+        ) from None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _period_info(rng: TimeRange) -> dict[str, Any]:
+    """Rolling windows report type ``daily``: they are sums of daily buckets."""
+    return {
+        "type": rng.period.value,
+        "start": _iso(rng.start),
+        "end": _iso(rng.end) if rng.end else None,
+    }
+
+
+async def summary(
+    stores: Stores,
+    tenant: str,
+    group_by: GroupBy,
+    days: int,
+    window: Window,
+    limit: int,
+    offset: int,
+    now: datetime,
+) -> dict[str, Any]:
+    rng = summary_range(days, window is Window.ROLLING, now)
+    page, source = await _page(stores, tenant, group_by, rng, limit, offset)
+    catalog = await stores.catalog.get(stores.pool, tenant) if stores.pool else Catalog()
+    return {
+        "groupBy": group_by.value,
+        "days": days,
+        "summary": rows(group_by, page, catalog),
+        "total": page.total_groups,
+        "limit": limit,
+        "offset": offset,
+        "window": window.value,
+        "period": _period_info(rng),
+        "source": source.value,
+    }
+
+
+async def timeseries(stores: Stores, tenant: str, days: int, now: datetime) -> dict[str, Any]:
+    rng = summary_range(days, True, now)
+    pool = stores.require_pool()
+    try:
+        assert rng.end is not None
+        by_day, from_history = await queries.daily_totals(
+            pool, tenant, rng.first_day, rng.last_day, rng.start, rng.end
+        )
+    except STORE_ERRORS as exc:
+        log.warning("postgres read failed error=%r", exc)
+        raise ApiError(
+            503, "DATABASE_UNAVAILABLE", "the counters cannot be read right now"
+        ) from None
+    series = []
+    for i in range(days):
+        day = rng.first_day + timedelta(days=i)
+        row = by_day.get(day)
+        counts = {c: int(row[c]) if row else 0 for c in _SERIES_COUNTERS}
+        series.append({"date": day.isoformat(), **counts})
+    return {
+        "days": days,
+        "series": series,
+        "source": (Source.HISTORY if from_history else Source.POSTGRES).value,
+    }

@@ -1,0 +1,102 @@
+"""Dependencies that routes declare: stores, the caller's key."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Header, Request
+from redis.asyncio import Redis
+
+from api.auth import ApiKey, KeyCache, Role, looks_like_key
+from api.catalog import CatalogCache
+from api.errors import ApiError
+from api.redis_read import RedisReader
+from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass
+class Stores:
+    """Clients created once in the app's lifespan; ``pool`` is None until Postgres answers."""
+
+    settings: Settings
+    redis: Redis
+    reader: RedisReader
+    keys: KeyCache
+    catalog: CatalogCache
+    pool: asyncpg.Pool | None = None
+
+    def require_pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise ApiError(
+                503, "DATABASE_UNAVAILABLE", "Postgres is not reachable yet; retry shortly"
+            )
+        return self.pool
+
+
+def get_stores(request: Request) -> Stores:
+    stores: Stores = request.app.state.stores
+    return stores
+
+
+StoresDep = Annotated[Stores, Depends(get_stores)]
+
+
+def _presented_key(authorization: str | None, x_api_key: str | None) -> str:
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "INVALID_AUTHORIZATION", "use 'Authorization: Bearer <api key>'")
+        return token.strip()
+    if x_api_key:
+        return x_api_key.strip()
+    raise ApiError(401, "MISSING_API_KEY", "send 'Authorization: Bearer <api key>' or 'X-API-Key'")
+
+
+async def current_key(
+    stores: StoresDep,
+    authorization: Annotated[str | None, Header(description="Bearer <api key>")] = None,
+    x_api_key: Annotated[
+        str | None, Header(description="the API key, instead of Authorization")
+    ] = None,
+    x_tenant_id: Annotated[
+        str | None, Header(description="must match the key's tenant if sent")
+    ] = None,
+) -> ApiKey:
+    key = _presented_key(authorization, x_api_key)
+    if not looks_like_key(key):
+        raise ApiError(401, "INVALID_API_KEY", "the API key is malformed")
+    try:
+        found = await stores.keys.lookup(stores.require_pool(), key)
+    except STORE_ERRORS as exc:
+        log.warning("api key lookup failed error=%r", exc)
+        raise ApiError(503, "DATABASE_UNAVAILABLE", "cannot check the API key right now") from None
+    if found is None:
+        raise ApiError(401, "INVALID_API_KEY", "the API key is unknown or revoked")
+    if x_tenant_id is not None and x_tenant_id != found.tenant_id:
+        raise ApiError(403, "TENANT_MISMATCH", "X-Tenant-Id does not match the API key's tenant")
+    return found
+
+
+def require_role(minimum: Role):  # type: ignore[no-untyped-def]
+    """A dependency that lets through keys of at least ``minimum``."""
+
+    async def check(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
+        if key.role < minimum:
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                f"this needs role {minimum.label}; the key has role {key.role.label}",
+            )
+        return key
+
+    return check
+
+
+Viewer = Annotated[ApiKey, Depends(require_role(Role.VIEWER))]

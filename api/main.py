@@ -1,0 +1,133 @@
+"""The FastAPI application: lifespan-owned clients, routes, health, metrics, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from prometheus_client import make_asgi_app
+from redis.asyncio import Redis
+
+from api.auth import KeyCache
+from api.catalog import CatalogCache
+from api.deps import STORE_ERRORS, Stores, StoresDep
+from api.errors import install_error_handlers
+from api.metrics import RequestMetrics
+from api.redis_read import RedisReader
+from api.routes import router
+from core.config import Settings, get_settings
+from core.db import create_pool
+
+log = logging.getLogger(__name__)
+
+
+async def _connect_postgres(stores: Stores) -> None:
+    """Open the pool, retrying while Postgres is down: the API starts (and /health answers) anyway."""
+    delay = 0.5
+    while stores.pool is None:
+        try:
+            stores.pool = await create_pool(
+                stores.settings.database_url, min_size=1, max_size=10, timeout=5, command_timeout=10
+            )
+        except (*STORE_ERRORS, TimeoutError) as exc:
+            log.warning("postgres not reachable yet, retrying in %.1fs error=%r", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        stores = Stores(
+            settings,
+            redis,
+            RedisReader(redis, settings.redis_prefix),
+            KeyCache(settings.api_key_cache_seconds),
+            CatalogCache(settings.catalog_refresh_seconds),
+        )
+        app.state.stores = stores
+        connecting = asyncio.create_task(_connect_postgres(stores))
+        with suppress(asyncio.TimeoutError):  # a slow Postgres must not block start-up
+            await asyncio.wait_for(asyncio.shield(connecting), timeout=10)
+        yield
+        connecting.cancel()
+        if stores.pool is not None:
+            await stores.pool.close()
+        await redis.aclose()
+
+    app = FastAPI(
+        title="interaction-summary",
+        version="0.1.0",
+        description="Real-time interaction counters per action, treatment, channel and customer.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    _add_operational_routes(app)
+    app.mount("/metrics", make_asgi_app())
+    app.add_middleware(RequestMetrics)
+    try:
+        from api.dashboard_routes import router as dashboard_router
+    except ImportError:  # the dashboard is optional for the API itself
+        pass
+    else:
+        app.include_router(dashboard_router)
+    return app
+
+
+def _add_operational_routes(app: FastAPI) -> None:
+    @app.get("/health", tags=["operations"], summary="The process is alive")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"], summary="Broker, Postgres and Redis are reachable")
+    async def ready(stores: StoresDep) -> ORJSONResponse:
+        checks = await asyncio.gather(
+            _check_postgres(stores), _check_redis(stores), _check_kafka(stores.settings)
+        )
+        body: dict[str, Any] = dict(zip(("postgres", "redis", "kafka"), checks, strict=True))
+        ok = all(v == "ok" for v in body.values())
+        return ORJSONResponse(
+            {"status": "ready" if ok else "unavailable", "checks": body},
+            status_code=200 if ok else 503,
+        )
+
+
+async def _check_postgres(stores: Stores) -> str:
+    if stores.pool is None:
+        return "not connected"
+    try:
+        await asyncio.wait_for(stores.pool.fetchval("SELECT 1"), timeout=2)
+    except (*STORE_ERRORS, TimeoutError) as exc:
+        return f"unreachable: {type(exc).__name__}"
+    return "ok"
+
+
+async def _check_redis(stores: Stores) -> str:
+    try:
+        await stores.redis.ping()
+    except Exception as exc:
+        return f"unreachable: {type(exc).__name__}"
+    return "ok"
+
+
+async def _check_kafka(settings: Settings) -> str:
+    host, _, port = settings.kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=2)
+    except (OSError, TimeoutError, ValueError) as exc:
+        return f"unreachable: {type(exc).__name__}"
+    writer.close()
+    return "ok"
+
+
+app = create_app()

@@ -1,0 +1,110 @@
+"""Response models: they produce the documented camelCase JSON and the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.summary import GroupBy, Source, Window
+from core.periods import Period
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Counters(_Row):
+    impression: int = Field(description="impressions in the period")
+    click: int
+    dismiss: int
+    accept: int
+    convert: int
+    total: int = Field(description="every accepted interaction, other types included")
+
+
+class ActionRow(_Counters):
+    id: str
+    name: str | None = Field(description="catalog name; null when the action is not in the catalog")
+    issue: str | None
+    group: str | None
+    status: str | None
+    priority: int | None
+    ctr: float = Field(description="round(100 * click / impression, 2); 0 without impressions")
+    cvr: float = Field(description="round(100 * convert / impression, 2); 0 without impressions")
+    positive: int = Field(description="click + accept")
+    negative: int = Field(description="dismiss")
+    neutral: int = Field(description="max(impression - positive - negative, 0)")
+
+
+class TreatmentRow(_Counters):
+    id: str
+    name: str | None
+    offerName: str | None = Field(description="name of the treatment's action in the catalog")
+    channelType: str | None
+    channelName: str | None
+    templateType: str | None
+    abTestVariant: str | None
+    weight: int | None
+    status: str | None
+    ctr: float
+    cvr: float
+
+
+class ChannelRow(_Counters):
+    id: str
+    name: str | None
+    channelType: str | None
+    treatmentCount: int = Field(description="distinct treatments with interactions on this channel")
+    ctr: float
+
+
+class CustomerRow(_Counters):
+    customerId: str
+    uniqueActions: int = Field(description="distinct actions this customer interacted with")
+
+
+class PeriodInfo(BaseModel):
+    type: Period
+    start: str = Field(description="inclusive start, ISO-8601 UTC")
+    end: str | None = Field(description="exclusive end, ISO-8601 UTC; null for all-time")
+
+
+class SummaryResponse(BaseModel):
+    groupBy: GroupBy
+    days: int
+    summary: list[ActionRow] | list[TreatmentRow] | list[ChannelRow] | list[CustomerRow]
+    total: int = Field(description="number of groups before paging")
+    limit: int = Field(description="page size as applied (capped at 500)")
+    offset: int
+    window: Window
+    period: PeriodInfo
+    source: Source = Field(description="which store answered: redis, postgres or history")
+
+
+class DayCounts(BaseModel):
+    date: date
+    impression: int
+    click: int
+    dismiss: int
+    accept: int
+    convert: int
+    total: int
+
+
+class TimeseriesResponse(BaseModel):
+    days: int
+    series: list[DayCounts] = Field(
+        description="one entry per UTC day, oldest first, zeros included"
+    )
+    source: Source
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="UPPER_SNAKE error code")
+    message: str = Field(description="what went wrong and why")
+    status: int
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

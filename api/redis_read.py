@@ -1,0 +1,67 @@
+"""Reads a page of one current period from the Redis hot model (see core/keys.py for the layout)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from redis.asyncio import Redis
+
+from api.summary import GroupBy, GroupCounts, Page
+from core import keys
+from core.periods import Period
+
+# One script so the ranking and the counters come from the same instant: a batch applied
+# between two separate reads could otherwise pair an old order with newer counts.
+# KEYS: ready, rank of the action dimension (has the period any data?), rank, counts.
+# ARGV: first index, last index, then the counter names.
+READ_PAGE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 0 then
+  return false
+end
+local members = redis.call('ZRANGE', KEYS[3], ARGV[1], ARGV[2])
+local fields = {}
+for _, m in ipairs(members) do
+  for c = 3, #ARGV do fields[#fields + 1] = ARGV[c] .. ':' .. m end
+end
+local values = {}
+if #fields > 0 then values = redis.call('HMGET', KEYS[4], unpack(fields)) end
+return {redis.call('ZCARD', KEYS[3]), members, values}
+"""
+
+
+class RedisReader:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._prefix = prefix
+        self._read_page = redis.register_script(READ_PAGE_SCRIPT)
+
+    async def period_page(
+        self,
+        tenant: str,
+        group_by: GroupBy,
+        period: Period,
+        start: date,
+        limit: int,
+        offset: int,
+    ) -> Page | None:
+        """A page in API order, or None when Redis cannot answer (not in sync, or no data)."""
+        p, dim, per = self._prefix, group_by.value, period.value
+        script_keys = [
+            keys.ready_key(p),
+            keys.rank_key(p, tenant, GroupBy.ACTION.value, per, start),
+            keys.rank_key(p, tenant, dim, per, start),
+            keys.counts_key(p, tenant, dim, per, start),
+        ]
+        result = await self._read_page(
+            keys=script_keys, args=[offset, offset + limit - 1, *keys.COUNTERS]
+        )
+        if result is None:
+            return None
+        total_groups, members, values = result
+        width = len(keys.COUNTERS)
+        groups = [
+            GroupCounts(
+                member.decode(), *(int(v or 0) for v in values[i * width : (i + 1) * width])
+            )
+            for i, member in enumerate(members)
+        ]
+        return Page(int(total_groups), groups)

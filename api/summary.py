@@ -1,0 +1,164 @@
+"""Pure read-side logic: derived rates and the shaping of counted groups into API rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+from typing import Any
+
+from api.catalog import Catalog
+
+
+class GroupBy(StrEnum):
+    ACTION = "action"
+    TREATMENT = "treatment"
+    CHANNEL = "channel"
+    CUSTOMER = "customer"
+
+
+class Window(StrEnum):
+    PERIOD = "period"
+    ROLLING = "rolling"
+
+
+class Source(StrEnum):
+    REDIS = "redis"
+    POSTGRES = "postgres"
+    HISTORY = "history"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCounts:
+    """One group's counters in the requested range; ``distinct`` as in core.keys.COUNTERS."""
+
+    group_id: str
+    impression: int
+    click: int
+    dismiss: int
+    accept: int
+    convert: int
+    total: int
+    distinct: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of groups in API order, with the number of groups before paging."""
+
+    total_groups: int
+    groups: list[GroupCounts]
+
+
+_CENT = Decimal("0.01")
+
+
+def rate(numerator: int, impressions: int) -> float:
+    """``round(100 * numerator / impressions, 2)``, half-up, 0 without impressions.
+
+    Decimal keeps the division exact before rounding, so 0.125 becomes 0.13 as a person expects
+    (binary floats would make it 0.12).
+    """
+    if impressions <= 0:
+        return 0.0
+    value = Decimal(100 * numerator) / Decimal(impressions)
+    return float(value.quantize(_CENT, rounding=ROUND_HALF_UP))
+
+
+def sentiment(c: GroupCounts) -> tuple[int, int, int]:
+    """(positive, negative, neutral) by the contract: click + accept, dismiss, the rest of impressions."""
+    positive = c.click + c.accept
+    negative = c.dismiss
+    return positive, negative, max(c.impression - positive - negative, 0)
+
+
+def _counters(c: GroupCounts) -> dict[str, int]:
+    return {
+        "impression": c.impression,
+        "click": c.click,
+        "dismiss": c.dismiss,
+        "accept": c.accept,
+        "convert": c.convert,
+        "total": c.total,
+    }
+
+
+def _field(record: Any, name: str) -> Any:
+    return None if record is None else record[name]
+
+
+def action_row(c: GroupCounts, catalog: Catalog) -> dict[str, Any]:
+    action = catalog.actions.get(c.group_id)
+    positive, negative, neutral = sentiment(c)
+    return {
+        "id": c.group_id,
+        "name": _field(action, "name"),
+        "issue": _field(action, "issue"),
+        "group": _field(action, "group"),
+        "status": _field(action, "status"),
+        "priority": _field(action, "priority"),
+        **_counters(c),
+        "ctr": rate(c.click, c.impression),
+        "cvr": rate(c.convert, c.impression),
+        "positive": positive,
+        "negative": negative,
+        "neutral": neutral,
+    }
+
+
+def treatment_row(c: GroupCounts, catalog: Catalog) -> dict[str, Any]:
+    treatment = catalog.treatments.get(c.group_id)
+    action = catalog.actions.get(_field(treatment, "action_id"))
+    channel = catalog.channels.get(_field(treatment, "channel_id"))
+    return {
+        "id": c.group_id,
+        "name": _field(treatment, "name"),
+        "offerName": _field(action, "name"),
+        "channelType": _field(channel, "channel_type"),
+        "channelName": _field(channel, "name"),
+        "templateType": _field(treatment, "template_type"),
+        "abTestVariant": _field(treatment, "ab_test_variant"),
+        "weight": _field(treatment, "weight"),
+        "status": _field(treatment, "status"),
+        **_counters(c),
+        "ctr": rate(c.click, c.impression),
+        "cvr": rate(c.convert, c.impression),
+    }
+
+
+def channel_row(c: GroupCounts, catalog: Catalog) -> dict[str, Any]:
+    channel = catalog.channels.get(c.group_id)
+    return {
+        "id": c.group_id,
+        "name": _field(channel, "name"),
+        "channelType": _field(channel, "channel_type"),
+        "treatmentCount": c.distinct,
+        **_counters(c),
+        "ctr": rate(c.click, c.impression),
+    }
+
+
+def customer_row(c: GroupCounts, catalog: Catalog) -> dict[str, Any]:
+    return {
+        "customerId": c.group_id,
+        "total": c.total,
+        "impression": c.impression,
+        "click": c.click,
+        "dismiss": c.dismiss,
+        "accept": c.accept,
+        "convert": c.convert,
+        "uniqueActions": c.distinct,
+    }
+
+
+ROW_BUILDERS = {
+    GroupBy.ACTION: action_row,
+    GroupBy.TREATMENT: treatment_row,
+    GroupBy.CHANNEL: channel_row,
+    GroupBy.CUSTOMER: customer_row,
+}
+
+
+def rows(group_by: GroupBy, page: Page, catalog: Catalog) -> list[dict[str, Any]]:
+    build = ROW_BUILDERS[group_by]
+    return [build(c, catalog) for c in page.groups]
