@@ -1,0 +1,176 @@
+"""An independent, deliberately naive recount of what the service must report.
+
+Written from the contract, not from the service's code: plain loops and date arithmetic,
+so a bug in the optimized path cannot hide in a shared helper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+KNOWN = ("impression", "click", "dismiss", "accept", "convert")
+ALLTIME = date(1, 1, 1)
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    tenant: str
+    ts: datetime
+    customer: str
+    action: str
+    treatment: str | None
+    channel: str | None
+    type: str
+
+
+def from_payload(doc: dict[str, Any]) -> Event:
+    """A valid contract payload as the test understands it."""
+    ts = doc["timestamp"]
+    if isinstance(ts, int):
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ts)
+    else:
+        moment = datetime.fromisoformat(ts).astimezone(UTC)
+    return Event(
+        doc["id"],
+        doc.get("tenantId") or "default",
+        moment,
+        doc["customerId"],
+        doc["actionId"],
+        doc.get("treatmentId"),
+        doc.get("channelId"),
+        doc["type"],
+    )
+
+
+def distinct_events(payloads: list[dict[str, Any]]) -> list[Event]:
+    """Each (tenant, id) once: the first time it was published."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for doc in payloads:
+        event = from_payload(doc)
+        if (event.tenant, event.id) not in seen:
+            seen.add((event.tenant, event.id))
+            out.append(event)
+    return out
+
+
+def buckets_of(moment: datetime) -> list[tuple[str, date]]:
+    day = moment.date()
+    monday = day - timedelta(days=day.weekday())
+    return [
+        ("daily", day),
+        ("weekly", monday),
+        ("monthly", date(day.year, day.month, 1)),
+        ("alltime", ALLTIME),
+    ]
+
+
+def groups_of(e: Event) -> list[tuple[str, str]]:
+    out = [("action", e.action), ("customer", e.customer)]
+    if e.treatment is not None:
+        out.append(("treatment", e.treatment))
+    if e.channel is not None:
+        out.append(("channel", e.channel))
+    return out
+
+
+BucketId = tuple[str, str, str, date, str]  # tenant, dimension, period, start, group
+
+
+def expected_buckets(events: list[Event]) -> dict[BucketId, tuple[int, ...]]:
+    """Every bucket: (impression, click, dismiss, accept, convert, total, distinct)."""
+    counts: dict[BucketId, list[int]] = defaultdict(lambda: [0] * 6)
+    items: dict[BucketId, set[str]] = defaultdict(set)
+    for e in events:
+        for period, start in buckets_of(e.ts):
+            for dimension, group in groups_of(e):
+                row = counts[(e.tenant, dimension, period, start, group)]
+                row[5] += 1
+                if e.type in KNOWN:
+                    row[KNOWN.index(e.type)] += 1
+            items[(e.tenant, "customer", period, start, e.customer)].add(e.action)
+            if e.channel is not None and e.treatment is not None:
+                items[(e.tenant, "channel", period, start, e.channel)].add(e.treatment)
+    return {key: (*row, len(items.get(key, ()))) for key, row in counts.items()}
+
+
+def half_up(numerator: int, impressions: int) -> float:
+    if impressions == 0:
+        return 0.0
+    return math.floor(Fraction(100 * numerator, impressions) * 100 + Fraction(1, 2)) / 100
+
+
+def expected_summary(
+    events: list[Event],
+    tenant: str,
+    group_by: str,
+    start: datetime,
+    end: datetime | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
+    """``total`` and ``summary`` (counters only: catalog fields are checked separately)."""
+    column = {
+        "action": "action",
+        "treatment": "treatment",
+        "channel": "channel",
+        "customer": "customer",
+    }[group_by]
+    rows: dict[str, dict[str, Any]] = {}
+    items: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        if e.tenant != tenant or e.ts < start or (end is not None and e.ts >= end):
+            continue
+        group = getattr(e, column)
+        if group is None:
+            continue
+        row = rows.setdefault(group, dict.fromkeys((*KNOWN, "total"), 0))
+        row["total"] += 1
+        if e.type in KNOWN:
+            row[e.type] += 1
+        if group_by == "customer":
+            items[group].add(e.action)
+        if group_by == "channel" and e.treatment is not None:
+            items[group].add(e.treatment)
+    ordered = sorted(rows.items(), key=lambda kv: (-kv[1]["total"], kv[0]))
+    page = []
+    for group, c in ordered[offset : offset + limit]:
+        row = {("customerId" if group_by == "customer" else "id"): group, **c}
+        if group_by in ("action", "treatment", "channel"):
+            row["ctr"] = half_up(c["click"], c["impression"])
+        if group_by in ("action", "treatment"):
+            row["cvr"] = half_up(c["convert"], c["impression"])
+        if group_by == "action":
+            row["positive"] = c["click"] + c["accept"]
+            row["negative"] = c["dismiss"]
+            row["neutral"] = max(c["impression"] - row["positive"] - row["negative"], 0)
+        if group_by == "channel":
+            row["treatmentCount"] = len(items[group])
+        if group_by == "customer":
+            row["uniqueActions"] = len(items[group])
+        page.append(row)
+    return {"total": len(rows), "summary": page}
+
+
+def summary_window(days: int, rolling: bool, now: datetime) -> tuple[datetime, datetime | None]:
+    """The contract's time range for ``days`` (section 3), computed by hand."""
+    today = now.date()
+    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC)
+    if rolling:
+        return midnight - timedelta(days=days - 1), midnight + timedelta(days=1)
+    if days == 1:
+        return midnight, midnight + timedelta(days=1)
+    if days <= 7:
+        monday = midnight - timedelta(days=today.weekday())
+        return monday, monday + timedelta(days=7)
+    if days <= 31:
+        first = datetime(today.year, today.month, 1, tzinfo=UTC)
+        nxt = datetime(today.year + (today.month == 12), today.month % 12 + 1, 1, tzinfo=UTC)
+        return first, nxt
+    return datetime(1, 1, 1, tzinfo=UTC), None
