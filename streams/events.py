@@ -121,6 +121,10 @@ def _from_epoch_ms(value: int) -> datetime:
 def _from_iso(value: str) -> datetime:
     if len(value) > 64:
         raise Rejected(f"field 'timestamp' is not an ISO-8601 timestamp ({len(value)} characters)")
+    if not value.isascii() or not value.isprintable():
+        # fromisoformat takes any character as the date/time separator and tolerates one
+        # before the offset: "2026-03-01\x0010:00:00\x00Z" would otherwise be accepted.
+        raise Rejected(f"field 'timestamp' is not an ISO-8601 timestamp: {value!r}")
     try:
         ts = datetime.fromisoformat(value)
     except ValueError:
