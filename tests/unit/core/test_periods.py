@@ -24,12 +24,12 @@ D, W, M, A = Period.DAILY, Period.WEEKLY, Period.MONTHLY, Period.ALLTIME
 PROPERTY = settings(max_examples=300, deadline=None)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0, us: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, s, us, tzinfo=UTC)
 
 
-def at(offset_hours: float, *args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone(timedelta(hours=offset_hours)))  # type: ignore[misc]
+def at(offset_hours: float, y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, tzinfo=timezone(timedelta(hours=offset_hours)))
 
 
 def midnight(day: date) -> datetime:

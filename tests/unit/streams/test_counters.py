@@ -1,0 +1,368 @@
+"""Counter deltas (CONTRACT.md section 2): the optimized batch arithmetic must agree with a
+recount written plainly here, with its own date arithmetic (core.periods is not used)."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.keys import COUNTERS
+from core.periods import Period
+from streams.counters import (
+    BucketKey,
+    Deltas,
+    DistinctPair,
+    add_distinct,
+    batch_deltas,
+    decode_deltas,
+    distinct_pairs,
+    encode_deltas,
+    unique_by_id,
+)
+from streams.events import Interaction
+
+PROPERTY = settings(max_examples=300, deadline=None)
+OUTCOMES = ("impression", "click", "dismiss", "accept", "convert")
+
+# ---------------------------------------------------------------- the naive recount
+
+# One bucket as the recount names it: (tenant, dimension, period, start, group id).
+Key = tuple[str, str, str, date, str]
+
+
+def utc_day(ts: datetime) -> date:
+    """The UTC calendar day of an aware instant: subtract the offset from the wall clock."""
+    offset = ts.utcoffset()
+    assert offset is not None
+    return (ts.replace(tzinfo=None) - offset).date()
+
+
+def monday_of(day: date) -> date:
+    """Ordinal 1 (0001-01-01) is a Monday, so Mondays are the ordinals congruent to 1 mod 7."""
+    ordinal = day.toordinal()
+    return date.fromordinal(ordinal - (ordinal - 1) % 7)
+
+
+def recount(events: list[Interaction]) -> dict[Key, dict[str, int]]:
+    """Every counter of every bucket, event by event, the slow and obvious way."""
+    counts: dict[Key, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
+    distinct: dict[Key, set[str]] = defaultdict(set)
+    seen: set[tuple[str, str]] = set()
+    for e in events:
+        if (e.tenant_id, e.id) in seen:
+            continue  # a duplicate: the first copy already counted
+        seen.add((e.tenant_id, e.id))
+        day = utc_day(e.timestamp)
+        buckets = [
+            ("daily", day),
+            ("weekly", monday_of(day)),
+            ("monthly", date(day.year, day.month, 1)),
+            ("alltime", date(1, 1, 1)),
+        ]
+        groups = [("action", e.action_id), ("customer", e.customer_id)]
+        if e.treatment_id is not None:
+            groups.append(("treatment", e.treatment_id))
+        if e.channel_id is not None:
+            groups.append(("channel", e.channel_id))
+        for period, start in buckets:
+            for dimension, group_id in groups:
+                row = counts[(e.tenant_id, dimension, period, start, group_id)]
+                row["total"] += 1
+                if e.type in OUTCOMES:
+                    row[e.type] += 1
+            distinct[(e.tenant_id, "customer", period, start, e.customer_id)].add(e.action_id)
+            if e.channel_id is not None and e.treatment_id is not None:
+                distinct[(e.tenant_id, "channel", period, start, e.channel_id)].add(e.treatment_id)
+    for key, items in distinct.items():
+        counts[key]["distinct"] = len(items)
+    return dict(counts)
+
+
+def as_named(deltas: Deltas) -> dict[Key, dict[str, int]]:
+    """The optimized deltas in the recount's shape."""
+    return {
+        (k.tenant_id, k.dimension, str(k.period), k.start, k.group_id): dict(
+            zip(COUNTERS, row, strict=True)
+        )
+        for k, row in deltas.items()
+    }
+
+
+def optimized(events: list[Interaction]) -> Deltas:
+    """What the write path computes for one batch into an empty store."""
+    unique = unique_by_id(events)
+    deltas = batch_deltas(unique)
+    add_distinct(deltas, distinct_pairs(unique))
+    return deltas
+
+
+# ---------------------------------------------------------------- strategies
+
+UTC_ANCHORS = [
+    datetime(2025, 12, 31, 23, 59, 59, 999999),  # last instant of a year
+    datetime(2026, 1, 1),  # New Year on a Thursday: the ISO week began in December
+    datetime(2026, 3, 1, 23, 59, 59, 999000),  # Sunday night ...
+    datetime(2026, 3, 2),  # ... and Monday morning
+    datetime(2026, 12, 28),  # ISO week 53 of 2026 ...
+    datetime(2027, 1, 3, 23, 59, 59),  # ... ends in 2027
+    datetime(2024, 2, 29, 23, 59, 59),  # leap day
+    datetime(2026, 2, 28, 23, 59, 59),  # last day of a non-leap February
+    datetime(1900, 2, 28, 23, 59, 59),  # 1900 is not a leap year
+    datetime(2000, 2, 29),  # 2000 is
+    datetime(2026, 1, 31, 23, 59, 59),  # a 31-day month end
+]
+near_boundaries = st.builds(
+    lambda anchor, shift: (anchor + shift).replace(tzinfo=UTC),
+    st.sampled_from(UTC_ANCHORS),
+    st.timedeltas(min_value=timedelta(hours=-36), max_value=timedelta(hours=36)),
+)
+offsets = st.builds(
+    timezone, st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: timedelta(minutes=m))
+)
+timestamps = st.one_of(
+    near_boundaries,
+    # the same instants written with an offset: buckets must follow UTC, not the wall clock
+    st.builds(lambda ts, tz: ts.astimezone(tz), near_boundaries, offsets),
+    # the ends of the calendar
+    st.sampled_from(
+        [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    ),
+    st.datetimes(timezones=st.just(UTC)),
+)
+# Small pools so that ids, customers and actions collide often.
+interactions = st.builds(
+    Interaction,
+    id=st.sampled_from(["e1", "e2", "e3", "e4", "e5", "e6"]) | st.text(min_size=1, max_size=8),
+    tenant_id=st.sampled_from(["default", "acme", "globex"]),
+    timestamp=timestamps,
+    customer_id=st.sampled_from(["c1", "c2", "c3"]),
+    action_id=st.sampled_from(["a1", "a2", "a3"]),
+    treatment_id=st.none() | st.sampled_from(["t1", "t2", "t3"]),
+    channel_id=st.none() | st.sampled_from(["web", "sms"]),
+    type=st.sampled_from([*OUTCOMES, "view", "hover_3s"]),
+)
+batches = st.lists(interactions, max_size=40)
+
+
+def replays(events: list[Interaction]) -> list[Interaction]:
+    """The batch with some events delivered again (Kafka is at-least-once)."""
+    rng = random.Random(len(events))
+    return events + rng.sample(events, k=len(events) // 2)
+
+
+# ---------------------------------------------------------------- examples
+
+T0 = datetime(2026, 3, 1, 10, tzinfo=UTC)  # a Sunday
+
+
+def interaction(id_: str = "e1", **changes: object) -> Interaction:
+    fields: dict[str, object] = {
+        "id": id_,
+        "tenant_id": "default",
+        "timestamp": T0,
+        "customer_id": "c1",
+        "action_id": "a1",
+        "treatment_id": "t1",
+        "channel_id": "web",
+        "type": "click",
+    }
+    fields.update(changes)
+    return Interaction(**fields)  # type: ignore[arg-type]
+
+
+def counters(
+    deltas: Deltas, dimension: str, period: str, start: date, group: str, tenant: str = "default"
+) -> dict[str, int] | None:
+    """The named counters of one bucket, or None when the batch did not touch it."""
+    return as_named(deltas).get((tenant, dimension, period, start, group))
+
+
+def test_one_event_increments_four_periods_for_each_of_its_dimensions() -> None:
+    deltas = optimized([interaction()])
+    # 4 dimensions x 4 period types
+    assert len(deltas) == 16
+    for dimension, group in [("action", "a1"), ("treatment", "t1"), ("channel", "web")]:
+        for period, start in [
+            ("daily", date(2026, 3, 1)),
+            ("weekly", date(2026, 2, 23)),
+            ("monthly", date(2026, 3, 1)),
+            ("alltime", date(1, 1, 1)),
+        ]:
+            row = counters(deltas, dimension, period, start, group)
+            assert row == {**dict.fromkeys(COUNTERS, 0), "click": 1, "total": 1, "distinct": 0} | (
+                {"distinct": 1} if dimension == "channel" else {}
+            )
+    row = counters(deltas, "customer", "daily", date(2026, 3, 1), "c1")
+    assert row is not None and (row["click"], row["total"], row["distinct"]) == (1, 1, 1)
+
+
+def test_duplicate_event_id_counts_once_even_with_a_different_payload() -> None:
+    deltas = optimized([interaction(), interaction(type="convert", action_id="a2")])
+    row = counters(deltas, "action", "daily", date(2026, 3, 1), "a1")
+    assert row is not None and (row["click"], row["convert"], row["total"]) == (1, 0, 1)
+    assert counters(deltas, "action", "daily", date(2026, 3, 1), "a2") is None
+
+
+def test_the_same_event_id_in_two_tenants_counts_in_each() -> None:
+    deltas = optimized([interaction(tenant_id="acme"), interaction(tenant_id="globex")])
+    for tenant in ("acme", "globex"):
+        row = counters(deltas, "action", "alltime", date(1, 1, 1), "a1", tenant)
+        assert row is not None and row["total"] == 1
+
+
+def test_unknown_type_counts_in_total_only() -> None:
+    row = counters(optimized([interaction(type="view")]), "action", "daily", T0.date(), "a1")
+    assert row == {**dict.fromkeys(COUNTERS, 0), "total": 1}
+
+
+@pytest.mark.parametrize(
+    ("treatment", "channel", "dimensions", "channel_distinct"),
+    [
+        # neither: only action and customer buckets
+        (None, None, {"action", "customer"}, None),
+        # a treatment without a channel: no channel bucket, no treatment pair
+        ("t1", None, {"action", "customer", "treatment"}, None),
+        # a channel without a treatment: the channel counts, its treatmentCount does not
+        (None, "web", {"action", "customer", "channel"}, 0),
+        # both: the channel's treatmentCount is 1
+        ("t1", "web", {"action", "customer", "treatment", "channel"}, 1),
+    ],
+)
+def test_optional_dimensions_only_count_when_present(
+    treatment: str | None, channel: str | None, dimensions: set[str], channel_distinct: int | None
+) -> None:
+    deltas = optimized([interaction(treatment_id=treatment, channel_id=channel)])
+    assert {k.dimension for k in deltas} == dimensions
+    row = counters(deltas, "channel", "daily", T0.date(), "web")
+    assert (row["distinct"] if row else None) == channel_distinct
+
+
+def test_unique_actions_and_treatment_count_are_distinct_per_bucket() -> None:
+    events = [
+        interaction("e1", action_id="a1", treatment_id="t1"),
+        interaction("e2", action_id="a1", treatment_id="t1"),
+        interaction("e3", action_id="a2", treatment_id="t2"),
+        # next day (Monday, a new ISO week): same month, new day and week buckets
+        interaction("e4", action_id="a3", treatment_id="t3", timestamp=T0 + timedelta(days=1)),
+    ]
+    deltas = optimized(events)
+    buckets = [("daily", T0.date()), ("weekly", date(2026, 2, 23)), ("monthly", date(2026, 3, 1))]
+    distinct = {}
+    for dimension, group in [("customer", "c1"), ("channel", "web")]:
+        for period, start in buckets:
+            row = counters(deltas, dimension, period, start, group)
+            assert row is not None
+            distinct[(dimension, period)] = row["distinct"]
+    assert distinct == {
+        ("customer", "daily"): 2,
+        ("customer", "weekly"): 2,
+        ("customer", "monthly"): 3,
+        ("channel", "daily"): 2,
+        ("channel", "weekly"): 2,
+        ("channel", "monthly"): 3,
+    }
+
+
+def test_pairs_the_store_already_has_add_nothing_to_distinct() -> None:
+    deltas = batch_deltas([interaction()])
+    add_distinct(deltas, [])
+    assert all(row[COUNTERS.index("distinct")] == 0 for row in deltas.values())
+
+
+@pytest.mark.parametrize(
+    ("ts", "weekly", "monthly"),
+    [
+        # Sunday of ISO week 53 lies in January: January's month, December's week
+        (datetime(2027, 1, 3, 23, 59, tzinfo=UTC), date(2026, 12, 28), date(2027, 1, 1)),
+        # 00:30+01:00 on New Year's Day is still December in UTC
+        (
+            datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),
+            date(2025, 12, 29),
+            date(2025, 12, 1),
+        ),
+    ],
+)
+def test_buckets_follow_the_utc_calendar(ts: datetime, weekly: date, monthly: date) -> None:
+    periods = {(k.period, k.start) for k in optimized([interaction(timestamp=ts)])}
+    assert ("weekly", weekly) in periods
+    assert ("monthly", monthly) in periods
+
+
+# ---------------------------------------------------------------- properties
+
+
+@PROPERTY
+@given(batches)
+def test_batch_deltas_agree_with_a_naive_recount(events: list[Interaction]) -> None:
+    events = replays(events)
+    assert as_named(optimized(events)) == recount(events)
+
+
+@PROPERTY
+@given(st.lists(batches, max_size=5))
+def test_batches_applied_in_turn_to_a_store_add_up_to_the_recount(
+    batch_list: list[list[Interaction]],
+) -> None:
+    """What the Postgres sink does: only events and distinct pairs new to the store count."""
+    store_ids: set[tuple[str, str]] = set()
+    store_pairs: set[DistinctPair] = set()
+    totals: dict[BucketKey, list[int]] = defaultdict(lambda: [0] * len(COUNTERS))
+    for batch in batch_list:
+        new = [e for e in unique_by_id(batch) if (e.tenant_id, e.id) not in store_ids]
+        store_ids |= {(e.tenant_id, e.id) for e in new}
+        deltas = batch_deltas(new)
+        pairs = distinct_pairs(new) - store_pairs
+        store_pairs |= pairs
+        add_distinct(deltas, pairs)
+        for key, row in deltas.items():
+            totals[key] = [a + b for a, b in zip(totals[key], row, strict=True)]
+    everything = [e for batch in batch_list for e in batch]
+    assert as_named(dict(totals)) == recount(everything)
+
+
+@PROPERTY
+@given(batches)
+def test_every_delta_row_is_non_negative_and_total_bounds_the_outcomes(
+    events: list[Interaction],
+) -> None:
+    for row in optimized(events).values():
+        named = dict(zip(COUNTERS, row, strict=True))
+        assert all(v >= 0 for v in row)
+        assert sum(named[o] for o in OUTCOMES) <= named["total"]
+
+
+@PROPERTY
+@given(batches, st.randoms(use_true_random=False))
+def test_encoded_deltas_round_trip_and_do_not_depend_on_order(
+    events: list[Interaction], rng: random.Random
+) -> None:
+    deltas = optimized(events)
+    payload = encode_deltas(deltas)
+    assert decode_deltas(payload) == deltas
+    shuffled = list(deltas.items())
+    rng.shuffle(shuffled)
+    assert encode_deltas(dict(shuffled)) == payload  # a replayed batch ships identical bytes
+
+
+@PROPERTY
+@given(
+    st.dictionaries(
+        st.builds(
+            BucketKey,
+            tenant_id=st.text(min_size=1, max_size=64),
+            dimension=st.sampled_from(["action", "treatment", "channel", "customer"]),
+            period=st.sampled_from(list(Period)),
+            start=st.dates(),
+            group_id=st.text(min_size=1, max_size=128),
+        ),
+        st.lists(st.integers(0, 2**63 - 1), min_size=len(COUNTERS), max_size=len(COUNTERS)),
+        max_size=20,
+    )
+)
+def test_any_deltas_round_trip_through_the_outbox_encoding(deltas: Deltas) -> None:
+    assert decode_deltas(encode_deltas(deltas)) == deltas

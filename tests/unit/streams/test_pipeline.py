@@ -1,0 +1,103 @@
+"""split_batch: every message of a batch is either accepted or dead-lettered, never lost."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.events import Rejected, parse_event
+from streams.pipeline import DeadLetter, RawMessage, split_batch
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+TOLERANCE = timedelta(minutes=5)
+
+
+def value(event_id: str, timestamp: object = "2026-03-01T10:00:00Z", **extra: object) -> bytes:
+    doc = {
+        "id": event_id,
+        "timestamp": timestamp,
+        "customerId": "c1",
+        "actionId": "a1",
+        "type": "click",
+        **extra,
+    }
+    return json.dumps(doc).encode()
+
+
+def message(raw: bytes | None, offset: int, partition: int = 3) -> RawMessage:
+    return RawMessage(
+        key=b"c1", value=raw, topic="interactions", partition=partition, offset=offset
+    )
+
+
+def test_empty_batch_splits_into_nothing() -> None:
+    assert split_batch([], NOW, TOLERANCE) == ([], [])
+
+
+def test_mixed_batch_keeps_order_and_the_original_message_of_each_rejection() -> None:
+    messages = [
+        message(value("e1"), 10),
+        message(b"not json", 11),  # not JSON
+        message(value("e2", type="Click"), 12),  # type outside the pattern
+        message(None, 13),  # tombstone
+        message(value("e3"), 14),
+        message(value("e4", timestamp="2026-03-01T12:05:00.001Z"), 15),  # 1 ms too far ahead
+        message(value("e5", timestamp="2026-03-01T12:05:00Z"), 16),  # exactly at the limit
+    ]
+    accepted, rejected = split_batch(messages, NOW, TOLERANCE)
+    assert [e.id for e in accepted] == ["e1", "e3", "e5"]
+    assert [d.message for d in rejected] == [messages[1], messages[2], messages[3], messages[5]]
+    assert [d.message.offset for d in rejected] == [11, 12, 13, 15]
+    assert "not JSON" in rejected[0].reason
+    assert "'type'" in rejected[1].reason
+    assert "null" in rejected[2].reason
+    assert "'timestamp'" in rejected[3].reason and "future" in rejected[3].reason
+
+
+def test_now_and_tolerance_are_passed_through() -> None:
+    raw = value("e1", timestamp="2026-03-01T12:10:00Z")
+    assert split_batch([message(raw, 0)], NOW, TOLERANCE)[0] == []
+    assert len(split_batch([message(raw, 0)], NOW, timedelta(minutes=10))[0]) == 1
+
+
+def test_split_batch_leaves_duplicates_to_the_store() -> None:
+    # Deduplication happens against the store; here both copies are valid events.
+    accepted, rejected = split_batch(
+        [message(value("e1"), 0), message(value("e1"), 1)], NOW, TOLERANCE
+    )
+    assert [e.id for e in accepted] == ["e1", "e1"] and rejected == []
+
+
+# Raw values: valid events, near-valid ones and arbitrary bytes.
+raw_values = st.one_of(
+    st.none(),
+    st.binary(max_size=60),
+    st.builds(value, st.text(max_size=140)),
+    st.builds(
+        value,
+        st.just("e"),
+        st.integers(-(2**64), 2**64) | st.text(max_size=30) | st.booleans() | st.none(),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(raw_values, max_size=30))
+def test_every_message_is_accepted_or_dead_lettered_exactly_once(
+    values: list[bytes | None],
+) -> None:
+    messages = [message(raw, offset) for offset, raw in enumerate(values)]
+    accepted, rejected = split_batch(messages, NOW, TOLERANCE)
+    assert len(accepted) + len(rejected) == len(messages)
+    # the same verdict as parsing each message alone, in the original order
+    expected_accepted, expected_rejected = [], []
+    for m in messages:
+        try:
+            expected_accepted.append(parse_event(m.value, NOW, TOLERANCE))
+        except Rejected as exc:
+            expected_rejected.append(DeadLetter(m, str(exc)))
+    assert accepted == expected_accepted
+    assert rejected == expected_rejected
