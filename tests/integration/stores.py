@@ -1,0 +1,75 @@
+"""Read back everything the service stored, in the recount's shape, for exact comparisons."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from core.periods import Period, redis_expiry
+from tests.recount import BucketId
+
+COUNTERS = ("impression", "click", "dismiss", "accept", "convert", "total", "distinct")
+
+
+async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT tenant_id, dimension, period, bucket_start, group_id, impression, click,"
+            " dismiss, accept, convert, total, distinct_count FROM interaction_bucket"
+        )
+    finally:
+        await conn.close()
+    return {(r[0], r[1], r[2], r[3], r[4]): tuple(r[5:]) for r in rows}
+
+
+async def history_count(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM interaction_history"))
+    finally:
+        await conn.close()
+
+
+async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int, ...]]:
+    """Every bucket in Redis; also checks each rank score equals minus the bucket's total."""
+    pattern = re.compile(
+        rf"^{re.escape(prefix)}:cnt:\{{(.*)\}}:(\w+):(\w+):(\d{{4}}-\d{{2}}-\d{{2}})$"
+    )
+    found: dict[BucketId, list[int]] = {}
+    redis = Redis.from_url(redis_url)
+    try:
+        async for raw in redis.scan_iter(match=f"{prefix}:cnt:*", count=1000):
+            key = raw.decode()
+            match = pattern.match(key)
+            assert match, f"unexpected key {key}"
+            tenant, dimension, period, start = match.groups()
+            in_bucket: dict[str, list[int]] = {}
+            for field, value in (await redis.hgetall(key)).items():
+                counter, _, group = field.decode().partition(":")
+                in_bucket.setdefault(group, [0] * len(COUNTERS))[COUNTERS.index(counter)] = int(
+                    value
+                )
+            rank = key.replace(f"{prefix}:cnt:", f"{prefix}:rank:", 1)
+            scores = {m.decode(): s for m, s in await redis.zrange(rank, 0, -1, withscores=True)}
+            assert scores == {g: -c[5] for g, c in in_bucket.items()}, f"ranking of {rank}"
+            for group, counts in in_bucket.items():
+                found[(tenant, dimension, period, date.fromisoformat(start), group)] = counts
+    finally:
+        await redis.aclose()
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def kept_in_redis(buckets: dict[BucketId, Any], now: datetime | None = None) -> dict[BucketId, Any]:
+    """The buckets Redis is meant to hold at ``now`` (the hot ones; see core.periods.REDIS_GRACE)."""
+    now = now or datetime.now(UTC)
+    kept = {}
+    for key, value in buckets.items():
+        expires = redis_expiry(Period(key[2]), key[3])
+        if expires is None or expires > now:
+            kept[key] = value
+    return kept

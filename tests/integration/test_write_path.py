@@ -1,0 +1,134 @@
+"""Issue 3: events through a real broker and worker end as exactly the recounted buckets,
+in Postgres and in Redis, with every invalid message in the dead-letter topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from core.config import Settings
+from tests.integration.stores import history_count, kept_in_redis, postgres_buckets, redis_buckets
+from tests.integration.traffic import make_traffic
+from tests.recount import distinct_events, expected_buckets
+from tests.support import produce, wait_until
+
+
+async def dead_letters(settings: Settings, expected: int, timeout: float = 60) -> list[Any]:
+    """Every record of the DLQ topic (waits until ``expected`` of them arrived)."""
+    consumer = AIOKafkaConsumer(
+        settings.dlq_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+
+        async def got_all() -> bool:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+            return len(records) >= expected
+
+        await wait_until(
+            got_all, timeout, message=lambda: f"{len(records)}/{expected} dead letters"
+        )
+        await asyncio.sleep(0)  # nothing more is expected; a surplus shows in the assert below
+        for part in (await consumer.getmany(timeout_ms=1000)).values():
+            records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def wait_for_exact_stores(
+    settings: Settings, expected: dict, distinct: int, timeout: float = 180
+) -> None:
+    """Wait until both stores hold exactly ``expected``; fail with a readable difference."""
+
+    async def history_complete() -> bool:
+        return await history_count(settings.database_url) >= distinct
+
+    await wait_until(
+        history_complete, timeout, interval=0.5, message="history never reached the distinct count"
+    )
+    assert await history_count(settings.database_url) == distinct
+    assert await postgres_buckets(settings.database_url) == expected
+    hot = kept_in_redis(expected)
+
+    async def redis_exact() -> bool:
+        return await redis_buckets(settings.redis_url, settings.redis_prefix) == hot
+
+    await wait_until(redis_exact, 60, interval=0.5, message="redis never matched the recount")
+
+
+async def test_every_bucket_in_both_stores_equals_an_independent_recount(
+    settings: Settings, start_worker
+) -> None:
+    traffic = make_traffic(3000)
+    start_worker(settings)
+    await produce(settings, traffic.messages)
+
+    distinct = distinct_events(traffic.valid)
+    assert len(distinct) < len(traffic.valid), "the traffic must contain duplicates"
+    await wait_for_exact_stores(settings, expected_buckets(distinct), len(distinct))
+
+
+async def test_invalid_messages_reach_the_dead_letter_topic_with_reason_and_origin(
+    settings: Settings, start_worker
+) -> None:
+    traffic = make_traffic(200, invalid_count=18)
+    start_worker(settings)
+    sent = await produce(settings, traffic.messages)
+    origin = {
+        (meta.partition, meta.offset): message
+        for meta, message in zip(sent, traffic.messages, strict=True)
+        if isinstance(message, bytes)
+    }
+
+    letters = await dead_letters(settings, len(traffic.invalid))
+    assert len(letters) == len(traffic.invalid)
+    for record in letters:
+        headers = {k: v.decode() for k, v in record.headers}
+        source = (int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"]))
+        assert headers["dlq.source.topic"] == settings.topic
+        assert record.value == origin[source], "the dead letter keeps the original bytes"
+        assert headers["dlq.reason"], "every dead letter says why"
+    reasons = Counter(dict(r.headers)["dlq.reason"].decode().split(":")[0] for r in letters)
+    assert reasons["not JSON"] == 4  # 'not json at all' and invalid UTF-8, twice each
+    distinct = distinct_events(traffic.valid)
+    await wait_for_exact_stores(settings, expected_buckets(distinct), len(distinct))
+
+
+async def test_two_workers_in_one_group_stay_exact(settings: Settings, start_worker) -> None:
+    traffic = make_traffic(4000, seed=11)
+    start_worker(settings)
+    start_worker(settings)
+    await produce(settings, traffic.messages)
+
+    distinct = distinct_events(traffic.valid)
+    await wait_for_exact_stores(settings, expected_buckets(distinct), len(distinct))
+
+
+async def test_worker_killed_mid_ingest_loses_nothing_and_counts_nothing_twice(
+    settings: Settings, start_worker
+) -> None:
+    traffic = make_traffic(40_000, seed=3)
+    distinct = distinct_events(traffic.valid)
+    worker = start_worker(settings)
+    await produce(settings, traffic.messages)
+
+    async def midway() -> bool:
+        return await history_count(settings.database_url) > len(distinct) // 4
+
+    await wait_until(midway, 180, interval=0.2, message="the worker never got going")
+    worker.kill()
+    counted_at_kill = await history_count(settings.database_url)
+    assert counted_at_kill < len(distinct), "the kill must land mid-ingest"
+    worker.restart()
+
+    await wait_for_exact_stores(settings, expected_buckets(distinct), len(distinct))
