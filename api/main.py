@@ -32,7 +32,11 @@ async def _connect_postgres(stores: Stores) -> None:
     while stores.pool is None:
         try:
             stores.pool = await create_pool(
-                stores.settings.database_url, min_size=1, max_size=10, timeout=5, command_timeout=10
+                stores.settings.database_url,
+                min_size=1,
+                max_size=10,
+                connect_timeout=5,
+                command_timeout=10,
             )
         except (*STORE_ERRORS, TimeoutError) as exc:
             log.warning("postgres not reachable yet, retrying in %.1fs error=%r", delay, exc)

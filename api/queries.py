@@ -11,6 +11,7 @@ from datetime import date, datetime
 import asyncpg
 
 from api.summary import GroupBy, GroupCounts, Page
+from core.db import Connection
 from core.periods import Period
 
 _COUNTER_COLUMNS = "impression, click, dismiss, accept, convert, total"
@@ -140,7 +141,7 @@ def _page(records: list[asyncpg.Record], total_groups: int) -> Page:
 
 
 async def _paged(
-    conn: asyncpg.Connection,
+    conn: Connection,
     page_sql: str,
     count_sql: str,
     args: tuple[object, ...],

@@ -6,6 +6,7 @@ import logging
 from importlib import resources
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(conn: Connection) -> list[str]:
     """Apply every migration not yet applied, each in its own transaction; returns their names."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
@@ -53,18 +54,31 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
+# A connection as routes and sinks receive it: plain, or borrowed from a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+
 async def create_pool(
-    dsn: str, min_size: int = 1, max_size: int = 10, **options: object
+    dsn: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    connect_timeout: float = 60,
+    command_timeout: float | None = None,
 ) -> asyncpg.Pool:
     """A pool whose connections are ready for this service (migrations applied first).
 
-    ``options`` go to ``asyncpg.create_pool`` (e.g. ``timeout``, ``command_timeout``).
+    ``connect_timeout`` bounds each connection attempt, ``command_timeout`` each statement.
     """
-    conn = await asyncpg.connect(dsn, timeout=options.get("timeout", 60))  # type: ignore[arg-type]
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout)
     try:
         await migrate(conn)
     finally:
         await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, **options)  # type: ignore[arg-type]
-    assert pool is not None
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=connect_timeout,
+        command_timeout=command_timeout,
+    )
     return pool

@@ -39,6 +39,11 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_request_size=4 * 1024 * 1024,
         stream_buffer_maxsize=settings.batch_max_events * 2,
         broker_max_poll_records=settings.batch_max_events,
+        # Tansu holds a group's first JoinGroup for half the session timeout (Faust's default
+        # 60 s made every worker start take 30 s); 6 s joins in 3 s. Heartbeats come from the
+        # consumer thread, so a busy agent does not miss them.
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.5,
     )
 
 

@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from core import keys
+from core.db import Connection
 from core.periods import Period, redis_expiry
 from streams.counters import decode_deltas
 
@@ -136,7 +138,7 @@ class RedisSink:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _RESYNC_LOCK_ID)
         return True
 
-    async def _resync(self, conn: asyncpg.Connection) -> None:
+    async def _resync(self, conn: Connection) -> None:
         started = datetime.now(UTC)
         # Order matters: once `ready` is gone no batch is applied, so every batch already in
         # Redis was committed before the snapshot below and is part of it.
@@ -187,7 +189,7 @@ class RedisSink:
                 ckey = keys.counts_key(self._prefix, tenant, dimension, period, start)
                 rkey = keys.rank_key(self._prefix, tenant, dimension, period, start)
                 values = (*(row[c] for c in keys.COUNTERS[:-1]), row["distinct_count"])
-                mapping = {
+                mapping: dict[FieldT, EncodableT] = {
                     keys.counter_field(name, group_id): value
                     for name, value in zip(keys.COUNTERS, values, strict=True)
                     if value
@@ -201,7 +203,7 @@ class RedisSink:
             await pipe.execute()
 
 
-async def _chunks(conn: asyncpg.Connection, query: str, *args: object, size: int = 5000):  # type: ignore[no-untyped-def]
+async def _chunks(conn: Connection, query: str, *args: object, size: int = 5000):  # type: ignore[no-untyped-def]
     """Rows of ``query`` in lists of ``size`` (a server-side cursor: bounded memory)."""
     chunk: list[asyncpg.Record] = []
     async for row in conn.cursor(query, *args, prefetch=size):
