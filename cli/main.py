@@ -1,13 +1,32 @@
-"""The ``interaction-summary`` command line: run the stack or one part of it, and operate it."""
+"""The ``interaction-summary`` command line: run the stack or one part of it, and operate it.
+
+Every command reads its settings from the environment (``core.config``); docker-compose and
+the tests run the worker and the API with these same commands.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
 
+import asyncpg
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from core.config import get_settings
+from core.config import Settings, get_settings
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="interaction-summary",
@@ -15,6 +34,39 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+catalog_app = typer.Typer(
+    help="Manage the catalog (actions, treatments, channels).", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+app.add_typer(catalog_app, name="catalog")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+@app.command()
+def up(
+    state_dir: Annotated[
+        Path, typer.Option(help="where Postgres data, logs and stack.json live")
+    ] = Path(".interaction-summary"),
+    demo: Annotated[
+        bool, typer.Option(help="load a sample catalog and produce synthetic events")
+    ] = False,
+    demo_rate: Annotated[
+        float, typer.Option(help="events per second of the demo producer")
+    ] = 200.0,
+    api_port: Annotated[int, typer.Option(help="preferred API port (a free one if taken)")] = 8000,
+) -> None:
+    """Run the whole stack in the foreground: broker, Postgres, Redis, worker, API.
+
+    Parts whose address is set (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, REDIS_URL) are used,
+    not started. Ctrl-C stops everything.
+    """
+    from cli.stack import StackOptions, run_up
+
+    options = StackOptions(state_dir.resolve(), demo, demo_rate, api_port)
+    raise typer.Exit(run_up(options, console))
 
 
 @app.command()
@@ -50,3 +102,177 @@ def api(
         log_level=log_level,
         access_log=False,
     )
+
+
+@app.command()
+def produce(
+    file: Annotated[
+        str | None,
+        typer.Argument(help="JSON-lines file, '-' for stdin; omitted: synthetic events"),
+    ] = None,
+    rate: Annotated[float, typer.Option(help="events per second; 0: as fast as possible")] = 0.0,
+    count: Annotated[
+        int | None, typer.Option(help="stop after this many (default: all lines / forever)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="synthetic: event seed (default random)")] = None,
+    catalog_seed: Annotated[int, typer.Option(help="synthetic: catalog the events use")] = 0,
+    backfill_days: Annotated[
+        float, typer.Option(help="synthetic: spread timestamps over this many past days")
+    ] = 0.0,
+    topic: Annotated[str | None, typer.Option(help="default: INTERACTION_SUMMARY_TOPIC")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Publish interaction events, keyed by customerId, with a progress bar."""
+    from cli import produce as producing
+    from cli.stack import random_seed
+
+    settings = get_settings()
+    if file is None and count is None and rate == 0:
+        raise typer.BadParameter("synthetic events need --count or --rate (else they never end)")
+    if file is None:
+        messages = producing.synthetic_messages(
+            seed if seed is not None else random_seed(),
+            catalog_seed,
+            backfill_days,
+            producing.utc_now,
+        )
+        total = count
+    elif file == "-":
+        messages, total = producing.lines_of(sys.stdin.buffer), count
+    else:
+        path = Path(file)
+        if not path.is_file():
+            raise typer.BadParameter(f"no such file: {file}")
+        with path.open("rb") as lines:
+            in_file = sum(1 for line in lines if line.strip())
+        messages = producing.lines_of(path.open("rb"))
+        total = min(in_file, count) if count is not None else in_file
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("producing to [bold]{task.fields[topic]}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("acked {task.fields[acked]:,}"),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=quiet,
+    ) as progress:
+        target = topic or settings.topic
+        task = progress.add_task("produce", total=total, topic=target, acked=0)
+
+        def show(stats: producing.ProduceStats) -> None:
+            progress.update(task, completed=stats.sent, acked=stats.acknowledged)
+
+        try:
+            stats = asyncio.run(
+                producing.publish(
+                    settings.kafka_bootstrap_servers,
+                    target,
+                    producing.paced(messages, rate, count),
+                    show,
+                )
+            )
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    if not quiet:
+        errors.print(
+            f"{stats.acknowledged:,} events acknowledged by {settings.kafka_bootstrap_servers}"
+        )
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="viewer, editor or admin")] = "viewer",
+    tenant: Annotated[str, typer.Option(help="the tenant the key sees")] = "default",
+    label: Annotated[str | None, typer.Option(help="a note stored with the key")] = None,
+) -> None:
+    """Create an API key and print it (the only time it is shown)."""
+    from api.auth import Role, create_key
+
+    try:
+        parsed = Role.parse(role)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--role") from None
+    key = _with_pool(lambda pool: create_key(pool, parsed, tenant, label))
+    print(key)
+    errors.print(f"{parsed.label} key for tenant {tenant!r} created; it is not stored in clear.")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="the key, or its prefix as shown in logs")],
+) -> None:
+    """Revoke a key (within the API's key cache time it stops working everywhere)."""
+    from api.auth import revoke_key
+
+    revoked = _with_pool(lambda pool: revoke_key(pool, key))
+    if not revoked:
+        errors.print(f"no active key matches {key!r}")
+        raise typer.Exit(1)
+    errors.print(f"{revoked} key(s) revoked")
+
+
+@catalog_app.command("load")
+def catalog_load(
+    file: Annotated[Path, typer.Argument(help="JSON with actions, treatments, channels")],
+    tenant: Annotated[str, typer.Option(help="the tenant the catalog belongs to")] = "default",
+) -> None:
+    """Upsert a catalog file into Postgres (the API picks it up within a second)."""
+    from pydantic import ValidationError
+
+    from api.catalog import CatalogDocument, load_catalog
+
+    try:
+        document = CatalogDocument.model_validate_json(file.read_bytes())
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {file}: {exc.strerror}") from None
+    except ValidationError as exc:
+        errors.print(f"{file} is not a valid catalog:\n{exc}")
+        raise typer.Exit(1) from None
+    _with_pool(lambda pool: load_catalog(pool, document, tenant))
+    console.print(
+        f"loaded {len(document.actions)} actions, {len(document.treatments)} treatments,"
+        f" {len(document.channels)} channels for tenant {tenant!r}"
+    )
+
+
+@app.command()
+def rebuild() -> None:
+    """Recount every bucket from the raw history, then resync Redis from Postgres."""
+    from redis.asyncio import Redis
+
+    from streams.rebuild import rebuild as rebuild_all
+    from streams.redis_sink import RedisSink
+
+    settings = get_settings()
+
+    async def run(pool: asyncpg.Pool) -> int:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            return await rebuild_all(pool, RedisSink(redis, pool, settings.redis_prefix))
+        finally:
+            await redis.aclose()
+
+    with console.status("Rebuilding buckets from history..."):
+        rows = _with_pool(run, settings)
+    console.print(f"rebuilt {rows:,} bucket rows; Redis resynced")
+
+
+def _with_pool(use: Callable[[asyncpg.Pool], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Run ``use`` with a pool on the configured database (migrations applied first)."""
+    from core.db import create_pool
+
+    dsn = (settings or get_settings()).database_url
+
+    async def run() -> T:
+        try:
+            pool = await create_pool(dsn, min_size=1, max_size=2, connect_timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            errors.print(f"cannot reach Postgres at DATABASE_URL ({dsn.split('@')[-1]}): {exc}")
+            raise typer.Exit(1) from None
+        try:
+            return await use(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
