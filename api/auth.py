@@ -48,6 +48,7 @@ SELECT role, tenant_id, key_prefix FROM api_key WHERE key_hash = $1 AND revoked_
 REVOKE_KEY = """
 UPDATE api_key SET revoked_at = now()
 WHERE (key_hash = $1 OR key_prefix = $2) AND revoked_at IS NULL
+  AND ($3::text IS NULL OR tenant_id = $3)
 """
 
 
@@ -75,9 +76,12 @@ async def create_key(
     return key
 
 
-async def revoke_key(pool: asyncpg.Pool, key_or_prefix: str) -> int:
-    """Revoke a key given in full or by its prefix; returns how many keys were revoked."""
-    result = await pool.execute(REVOKE_KEY, hash_key(key_or_prefix), key_or_prefix)
+async def revoke_key(pool: asyncpg.Pool, key_or_prefix: str, tenant_id: str | None = None) -> int:
+    """Revoke a key given in full or by its prefix (within ``tenant_id`` if given).
+
+    Returns how many keys were revoked.
+    """
+    result = await pool.execute(REVOKE_KEY, hash_key(key_or_prefix), key_or_prefix, tenant_id)
     return int(result.split()[-1])
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import ORJSONResponse
 from prometheus_client import make_asgi_app
 from redis.asyncio import Redis
 
+from api.admin import router as admin_router
 from api.auth import KeyCache
 from api.catalog import CatalogCache
 from api.deps import STORE_ERRORS, Stores, StoresDep
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(admin_router)
     _add_operational_routes(app)
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(RequestMetrics)

@@ -9,8 +9,10 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from core.config import Settings
 from core.periods import Period, redis_expiry
 from tests.recount import BucketId
+from tests.support import wait_until
 
 COUNTERS = ("impression", "click", "dismiss", "accept", "convert", "total", "distinct")
 
@@ -48,14 +50,17 @@ async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int
             match = pattern.match(key)
             assert match, f"unexpected key {key}"
             tenant, dimension, period, start = match.groups()
-            in_bucket: dict[str, list[int]] = {}
-            for field, value in (await redis.hgetall(key)).items():
-                counter, _, group = field.decode().partition(":")
-                in_bucket.setdefault(group, [0] * len(COUNTERS))[COUNTERS.index(counter)] = int(
-                    value
-                )
             rank = key.replace(f"{prefix}:cnt:", f"{prefix}:rank:", 1)
-            scores = {m.decode(): s for m, s in await redis.zrange(rank, 0, -1, withscores=True)}
+            async with redis.pipeline(transaction=True) as pipe:  # one instant for both keys
+                pipe.hgetall(key)
+                pipe.zrange(rank, 0, -1, withscores=True)
+                fields, ranking = await pipe.execute()
+            in_bucket: dict[str, list[int]] = {}
+            for field, value in fields.items():
+                counter, _, group = field.decode().partition(":")
+                row = in_bucket.setdefault(group, [0] * len(COUNTERS))
+                row[COUNTERS.index(counter)] = int(value)
+            scores = {m.decode(): s for m, s in ranking}
             assert scores == {g: -c[5] for g, c in in_bucket.items()}, f"ranking of {rank}"
             for group, counts in in_bucket.items():
                 found[(tenant, dimension, period, date.fromisoformat(start), group)] = counts
@@ -73,3 +78,24 @@ def kept_in_redis(buckets: dict[BucketId, Any], now: datetime | None = None) -> 
         if expires is None or expires > now:
             kept[key] = value
     return kept
+
+
+async def wait_for_exact_stores(
+    settings: Settings, expected: dict, distinct: int, timeout: float = 180
+) -> None:
+    """Wait until both stores hold exactly ``expected``; fail with a readable difference."""
+
+    async def history_complete() -> bool:
+        return await history_count(settings.database_url) >= distinct
+
+    await wait_until(
+        history_complete, timeout, interval=0.5, message="history never reached the distinct count"
+    )
+    assert await history_count(settings.database_url) == distinct
+    assert await postgres_buckets(settings.database_url) == expected
+    hot = kept_in_redis(expected)
+
+    async def redis_exact() -> bool:
+        return await redis_buckets(settings.redis_url, settings.redis_prefix) == hot
+
+    await wait_until(redis_exact, 60, interval=0.5, message="redis never matched the recount")

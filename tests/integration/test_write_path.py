@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from core.config import Settings
-from tests.integration.stores import history_count, kept_in_redis, postgres_buckets, redis_buckets
+from tests.integration.stores import history_count, wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets
 from tests.support import produce, wait_until
@@ -43,27 +43,6 @@ async def dead_letters(settings: Settings, expected: int, timeout: float = 60) -
     finally:
         await consumer.stop()
     return records
-
-
-async def wait_for_exact_stores(
-    settings: Settings, expected: dict, distinct: int, timeout: float = 180
-) -> None:
-    """Wait until both stores hold exactly ``expected``; fail with a readable difference."""
-
-    async def history_complete() -> bool:
-        return await history_count(settings.database_url) >= distinct
-
-    await wait_until(
-        history_complete, timeout, interval=0.5, message="history never reached the distinct count"
-    )
-    assert await history_count(settings.database_url) == distinct
-    assert await postgres_buckets(settings.database_url) == expected
-    hot = kept_in_redis(expected)
-
-    async def redis_exact() -> bool:
-        return await redis_buckets(settings.redis_url, settings.redis_prefix) == hot
-
-    await wait_until(redis_exact, 60, interval=0.5, message="redis never matched the recount")
 
 
 async def test_every_bucket_in_both_stores_equals_an_independent_recount(
