@@ -272,6 +272,8 @@
     setStatus("live", `source: ${summary.source}`);
     el.updated.textContent = `updated ${clock(new Date())}`;
     el.updated.dateTime = new Date().toISOString();
+    el.statusSep.hidden = false;
+    el.status.dataset.polls = String(Number(el.status.dataset.polls ?? 0) + 1); // for tests and curious people
     el.status.dataset.source = summary.source;
     renderPeriod(summary);
     renderTable();
@@ -629,7 +631,7 @@
 
   function init() {
     Object.assign(el, {
-      status: $("status"), statusText: $("status-text"), updated: $("updated"), banner: $("banner"),
+      status: $("status"), statusText: $("status-text"), statusSep: $("status-sep"), updated: $("updated"), banner: $("banner"),
       tabs: $("tabs"), days: $("days"), window: $("window"), periodText: $("period-text"),
       kpis: $("kpis"), chart: $("chart"), chartRange: $("chart-range"),
       panel: $("panel"), thead: document.querySelector("#summary thead"),

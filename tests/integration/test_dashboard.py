@@ -84,8 +84,11 @@ BATCH_TWO = {
 CHANNELS = ("web", "email")
 CUSTOMERS = 23  # more than one page of ten
 
-NUMERIC = ("impression", "click", "dismiss", "accept", "convert", "total", "ctr", "cvr")
-NUMERIC += ("treatmentCount", "uniqueActions")
+# Numeric row fields the table shows (each groupBy has a subset of them).
+NUMERIC = (
+    *("impression", "click", "dismiss", "accept", "convert", "total", "ctr", "cvr"),
+    *("treatmentCount", "uniqueActions"),
+)
 
 
 def events(batch: dict[str, dict[str, int]], tag: str, now: datetime) -> list[dict[str, str]]:
@@ -94,7 +97,7 @@ def events(batch: dict[str, dict[str, int]], tag: str, now: datetime) -> list[di
     None is older than today's UTC midnight, so "today" holds them all whenever the test runs.
     """
     midnight = datetime.combine(now.date(), datetime.min.time(), UTC)
-    out = []
+    out: list[dict[str, str]] = []
     for action, counts in batch.items():
         for kind, n in counts.items():
             for i in range(n):
@@ -148,6 +151,22 @@ def expected(row: dict[str, Any]) -> dict[str, Any]:
 
 def row_key(row: dict[str, Any]) -> str:
     return str(row.get("id", row.get("customerId")))
+
+
+# Counts DOM changes in the table, chart and totals from now on.
+OBSERVE_JS = """() => {
+    window.mutations = 0;
+    const observer = new MutationObserver((records) => { window.mutations += records.length; });
+    for (const selector of ['#summary tbody', '#chart', '#kpis']) {
+        observer.observe(document.querySelector(selector),
+                         {subtree: true, childList: true, characterData: true, attributes: true});
+    }
+}"""
+
+
+async def polled_since(page: Any, polls: int) -> bool:
+    """True once the page has applied at least ``polls`` successful polls."""
+    return int(await page.get_attribute("#status", "data-polls") or 0) >= polls
 
 
 class Dashboard:
@@ -243,7 +262,7 @@ async def test_dashboard_shows_the_apis_numbers_and_follows_new_events(
 
         async def api_counted(n: int) -> bool:
             body = await ui.api(days=1)
-            return sum(r["total"] for r in body["summary"]) == n
+            return bool(sum(r["total"] for r in body["summary"]) == n)
 
         await wait_until(
             lambda: api_counted(len(first)), 120, 0.2, "the API never counted batch one"
@@ -278,6 +297,13 @@ async def test_dashboard_shows_the_apis_numbers_and_follows_new_events(
         assert re.fullmatch(r"updated \d\d:\d\d:\d\d ·\s+source: (redis|postgres|history)", status)
         assert status.endswith(f"source: {ui.last_api['source']}")
         assert await page.get_attribute("#status", "data-state") == "live"
+
+        # Polls that bring no new numbers change nothing on the page but the clock: no flicker.
+        await page.evaluate(OBSERVE_JS)
+        polls = int(await page.get_attribute("#status", "data-polls") or 0)
+        await wait_until(lambda: polled_since(page, polls + 2), 15, 0.1, "the page stopped polling")
+        assert await page.evaluate("window.mutations") == 0
+        await wait_until(lambda: ui.matches_api(), 5, 0.1, "the API changed under a still page")
 
         # The chart and its totals: one bar per day of this month so far, today's as the API says.
         today = datetime.now(UTC).date()
