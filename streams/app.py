@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from core.config import Settings, get_settings
 from core.db import create_pool
+from streams.metrics import CONSUMER_LAG
 from streams.pipeline import BatchProcessor, DeadLetter, RawMessage
 from streams.redis_sink import RedisSink
 
@@ -124,6 +125,19 @@ async def count_interactions(stream: AsyncIterator[Any]) -> None:
 async def keep_redis_exact() -> None:
     processor = await _Worker.get()
     await processor.keep_redis_exact()
+
+
+@app.timer(interval=5.0)
+async def report_consumer_lag() -> None:
+    """Messages between each partition's end (as last fetched) and our read position."""
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic != settings.topic:
+            continue
+        position = await consumer.position(tp)
+        highwater = consumer.highwater(tp)
+        if position is not None and highwater is not None:
+            CONSUMER_LAG.labels(str(tp.partition)).set(max(highwater - position, 0))
 
 
 @app.task

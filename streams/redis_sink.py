@@ -22,6 +22,7 @@ from redis.typing import EncodableT, FieldT
 from core import keys
 from core.db import Connection
 from core.periods import Period, redis_expiry
+from streams import metrics
 from streams.counters import decode_deltas
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class RedisSink:
                 done.append(row["id"])
         finally:
             await self.forget(done)
+        metrics.OUTBOX_PENDING.set(len(rows) - len(done))
         return len(done)
 
     async def is_ready(self) -> bool:
