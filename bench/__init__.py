@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m bench.ingest``) and the seeded synthetic data they and the demo use."""
