@@ -183,6 +183,12 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+# The CLI commands the tests run the services with; docker-compose.yml runs the same ones
+# (tests/integration/test_compose.py checks it).
+WORKER_COMMAND = ("worker",)
+API_COMMAND = ("api",)
+
+
 def cli_argv(*args: str) -> list[str]:
     """The ``interaction-summary`` CLI run by this interpreter."""
     return [sys.executable, "-m", "cli", *args]
@@ -191,7 +197,7 @@ def cli_argv(*args: str) -> list[str]:
 def start_worker(settings: Settings, log_dir: Path, name: str = "worker") -> ServiceProcess:
     """``interaction-summary worker`` for ``settings``; it starts consuming in the background."""
     return ServiceProcess(
-        name, cli_argv("worker"), service_env(settings), log_dir / f"{name}.log"
+        name, cli_argv(*WORKER_COMMAND), service_env(settings), log_dir / f"{name}.log"
     ).start()
 
 
@@ -199,7 +205,7 @@ async def start_api(settings: Settings, log_dir: Path, name: str = "api") -> Api
     """``interaction-summary api`` on a free port, returned once GET /health answers 200."""
     port = free_port()
     api = ApiProcess(
-        cli_argv("api", "--port", str(port), "--log-level", "warning"),
+        cli_argv(*API_COMMAND, "--port", str(port), "--log-level", "warning"),
         service_env(settings),
         log_dir / f"{name}.log",
         port,
