@@ -224,8 +224,9 @@
       try {
         series = await getJSON("interaction-timeseries", { days: chartDays(summary) }, controller);
       } catch (e) {
-        if (!(e instanceof ApiError) || e.kind !== "missing") throw e;
-        series = { missing: true };
+        // The table can still be shown when only the chart's data could not be read.
+        if (!(e instanceof ApiError) || e.kind === "auth" || e.status === 0) throw e;
+        series = { error: e };
       }
       if (seq !== state.seq) return; // a newer poll has started: this answer is stale
       const wantPaged = summary.total > LOCAL_LIMIT;
@@ -278,9 +279,10 @@
     renderPeriod(summary);
     renderTable();
     renderPager();
-    if (series.missing) {
-      renderChartMissing();
+    if (series.error) {
+      renderChartProblem(series.error);
     } else {
+      el.chartNote.hidden = true;
       state.series = series.series;
       renderKpis(series.series);
       renderChart();
@@ -568,9 +570,9 @@
       const last = i === series.length - 1;
       if (i % every !== 0 && !last) return;
       if (!last && i !== 0 && series.length - 1 - i < every) return; // keep clear of the last label
-      const anchor = series.length === 1 ? "middle" : i === 0 ? "start" : last ? "end" : "middle";
-      const cx = anchor === "start" ? m.left + i * slot : anchor === "end" ? m.left + (i + 1) * slot : m.left + (i + 0.5) * slot;
-      svg.append(s("text", { class: "axis", x: cx, y: height - 6, "text-anchor": anchor }, dayFormat.format(new Date(`${day.date}T00:00:00Z`))));
+      // Centred under its bar, kept inside the picture at both ends.
+      const cx = Math.min(Math.max(m.left + (i + 0.5) * slot, 24), width - 24);
+      svg.append(s("text", { class: "axis", x: cx, y: height - 6, "text-anchor": "middle" }, dayFormat.format(new Date(`${day.date}T00:00:00Z`))));
     });
     el.chart.replaceChildren(svg);
     const first = series[0]?.date;
@@ -578,10 +580,13 @@
     el.chartRange.textContent = first ? `${series.length === 1 ? "" : `${dateFormat.format(new Date(`${first}T00:00:00Z`))} – `}${dateFormat.format(new Date(`${last}T00:00:00Z`))} · UTC days` : "";
   }
 
-  function renderChartMissing() {
-    chartSignature = "";
-    state.series = null;
-    el.chart.replaceChildren(h("p", { class: "muted" }, "This server has no interaction-timeseries endpoint."));
+  /** Keeps the last chart (if any) and says why it is not current. */
+  function renderChartProblem(error) {
+    const text = error.kind === "missing"
+      ? "This server has no interaction-timeseries endpoint."
+      : `Chart not updated: the API answered ${error.status} (${error.message}).`;
+    if (el.chartNote.textContent !== text) el.chartNote.textContent = text;
+    el.chartNote.hidden = false;
   }
 
   // ---- the key ---------------------------------------------------------------------------
@@ -633,7 +638,7 @@
     Object.assign(el, {
       status: $("status"), statusText: $("status-text"), statusSep: $("status-sep"), updated: $("updated"), banner: $("banner"),
       tabs: $("tabs"), days: $("days"), window: $("window"), periodText: $("period-text"),
-      kpis: $("kpis"), chart: $("chart"), chartRange: $("chart-range"),
+      kpis: $("kpis"), chart: $("chart"), chartRange: $("chart-range"), chartNote: $("chart-note"),
       panel: $("panel"), thead: document.querySelector("#summary thead"),
       tbody: document.querySelector("#summary tbody"), caption: $("table-caption"), empty: $("empty"),
       pageInfo: $("page-info"), sortNote: $("sort-note"), pageSize: $("page-size"), prev: $("prev"), next: $("next"),
