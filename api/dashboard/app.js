@@ -209,7 +209,11 @@
   async function poll() {
     clearTimeout(state.timer);
     state.controller?.abort();
-    if (!state.key) { askForKey("Enter an API key to start."); return; }
+    if (!state.key) {
+      setStatus("auth", "no key");
+      askForKey("Enter an API key to start.");
+      return;
+    }
     const seq = ++state.seq;
     const controller = new AbortController();
     state.controller = controller;
@@ -235,8 +239,7 @@
         poll();
         return;
       }
-      onData(summary, series);
-      schedule(POLL_MS);
+      if (onData(summary, series)) schedule(POLL_MS);
     } catch (e) {
       if (seq !== state.seq) return;
       onError(e instanceof ApiError ? e : new ApiError(0, String(e)));
@@ -258,6 +261,7 @@
 
   // ---- data in, page out -----------------------------------------------------------------
 
+  /** Shows a poll's answers; false when it asked again instead (the page ran past the end). */
   function onData(summary, series) {
     state.failures = 0;
     state.response = summary;
@@ -266,7 +270,7 @@
     const pages = Math.max(1, Math.ceil(state.total / state.pageSize));
     if (state.page >= pages) {
       state.page = pages - 1;
-      if (state.serverPaged) { poll(); return; }
+      if (state.serverPaged) { poll(); return false; }
     }
     setBanner(null);
     document.body.classList.remove("stale");
@@ -287,6 +291,7 @@
       renderKpis(series.series);
       renderChart();
     }
+    return true;
   }
 
   function onError(error) {
@@ -634,6 +639,19 @@
     }
   }
 
+  /** Reads the view from the URL hash and sets the controls to it. */
+  function showView() {
+    readHash();
+    if (![...el.days.options].some((o) => Number(o.value) === state.days)) {
+      el.days.append(h("option", { value: state.days }, String(state.days)));
+    }
+    el.days.value = String(state.days);
+    el.window.value = state.window;
+    el.pageSize.value = String(state.pageSize);
+    labelDays();
+    selectTab(state.groupBy, false);
+  }
+
   function init() {
     Object.assign(el, {
       status: $("status"), statusText: $("status-text"), statusSep: $("status-sep"), updated: $("updated"), banner: $("banner"),
@@ -644,15 +662,7 @@
       pageInfo: $("page-info"), sortNote: $("sort-note"), pageSize: $("page-size"), prev: $("prev"), next: $("next"),
       dialog: $("key-dialog"), keyForm: $("key-form"), keyInput: $("key-input"), keyMessage: $("key-message"),
     });
-    readHash();
-    if (![...el.days.options].some((o) => Number(o.value) === state.days)) {
-      el.days.append(h("option", { value: state.days }, String(state.days)));
-    }
-    el.days.value = String(state.days);
-    el.window.value = state.window;
-    el.pageSize.value = String(state.pageSize);
-    labelDays();
-    selectTab(state.groupBy, false);
+    showView();
     writeHash();
 
     el.tabs.addEventListener("click", (e) => {
@@ -691,6 +701,8 @@
       if (!state.key) setStatus("auth", "no key");
     });
 
+    // A link or an edited address with another view: show that view.
+    window.addEventListener("hashchange", () => { showView(); reload(); });
     // Catch up at once when the tab comes back into view or the network returns.
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden && !state.stopped && state.key) poll();
