@@ -194,6 +194,22 @@ def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli", *args]
 
 
+async def run_cli(
+    settings: Settings, *args: str, stdin: bytes | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``interaction-summary ARGS`` to completion for ``settings``; output is captured."""
+    process = await asyncio.create_subprocess_exec(
+        *cli_argv(*args),
+        env=service_env(settings, COLUMNS="200"),
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(list(args), process.returncode, out.decode(), err.decode())
+
+
 def start_worker(settings: Settings, log_dir: Path, name: str = "worker") -> ServiceProcess:
     """``interaction-summary worker`` for ``settings``; it starts consuming in the background."""
     return ServiceProcess(
