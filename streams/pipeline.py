@@ -100,7 +100,7 @@ class BatchProcessor:
         attempt = 0
         while True:
             try:
-                written = await write_batch(self._pool, events)
+                written = await write_batch(self._pool, events, datetime.now(UTC))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 attempt += 1
                 metrics.STORE_RETRIES.labels("postgres").inc()
@@ -119,7 +119,7 @@ class BatchProcessor:
         if written.outbox_id is None:
             return
         try:
-            outcome = await self._redis.apply(written.outbox_id, written.payload)
+            outcome = await self._redis.apply_deltas(written.outbox_id, written.redis_deltas)
             if outcome != NOT_READY:
                 await self._redis.forget([written.outbox_id])
         except Exception as exc:  # Redis or Postgres down: the outbox row stays for later.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 from redis.asyncio import Redis
@@ -23,7 +23,7 @@ from core import keys
 from core.db import Connection
 from core.periods import Period, redis_expiry
 from streams import metrics
-from streams.counters import decode_deltas
+from streams.counters import Deltas, decode_deltas
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +72,35 @@ WHERE period = 'alltime'
 """
 
 
-def apply_args(payload: bytes, prefix: str, now: datetime) -> list[str | int]:
-    """Lua ARGV for a batch, leaving out buckets Redis no longer keeps."""
+def apply_args(deltas: Deltas, prefix: str, now: datetime) -> list[str | int]:
+    """Lua ARGV for a batch's deltas, leaving out buckets Redis no longer keeps."""
     args: list[str | int] = [keys.APPLIED_MARKER_TTL_SECONDS]
-    for key, counts in decode_deltas(payload).items():
-        expires = redis_expiry(key.period, key.start)
-        if expires is not None and expires <= now:
+    # Many groups share a bucket: its key names and expiry are computed once per batch.
+    buckets: dict[tuple[str, str, Period, date], tuple[str, str, int] | None] = {}
+    for key, counts in deltas.items():
+        bucket = (key.tenant_id, key.dimension, key.period, key.start)
+        if bucket not in buckets:
+            buckets[bucket] = _bucket_names(prefix, *bucket, now)
+        names = buckets[bucket]
+        if names is None:
             continue
-        args += [
-            keys.counts_key(prefix, key.tenant_id, key.dimension, key.period, key.start),
-            keys.rank_key(prefix, key.tenant_id, key.dimension, key.period, key.start),
-            key.group_id,
-            int(expires.timestamp()) if expires else 0,
-            *counts,
-        ]
+        counts_key, rank_key, expire_at = names
+        args += [counts_key, rank_key, key.group_id, expire_at, *counts]
     return args
+
+
+def _bucket_names(
+    prefix: str, tenant: str, dimension: str, period: Period, start: date, now: datetime
+) -> tuple[str, str, int] | None:
+    """(counts key, rank key, expire-at or 0) of a bucket; None if Redis no longer keeps it."""
+    expires = redis_expiry(period, start)
+    if expires is not None and expires <= now:
+        return None
+    return (
+        keys.counts_key(prefix, tenant, dimension, period, start),
+        keys.rank_key(prefix, tenant, dimension, period, start),
+        int(expires.timestamp()) if expires else 0,
+    )
 
 
 class RedisSink:
@@ -100,7 +114,11 @@ class RedisSink:
 
     async def apply(self, outbox_id: int, payload: bytes) -> int:
         """Apply one committed batch; APPLIED, ALREADY_APPLIED or NOT_READY."""
-        args = apply_args(payload, self._prefix, datetime.now(UTC))
+        return await self.apply_deltas(outbox_id, decode_deltas(payload))
+
+    async def apply_deltas(self, outbox_id: int, deltas: Deltas) -> int:
+        """``apply`` for the deltas of outbox row ``outbox_id`` (no decoding of the payload)."""
+        args = apply_args(deltas, self._prefix, datetime.now(UTC))
         marker_keys = [keys.ready_key(self._prefix), keys.applied_key(self._prefix, outbox_id)]
         return int(await self._apply(keys=marker_keys, args=args))
 
