@@ -7,8 +7,9 @@ the tests run the worker and the API with these same commands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -123,61 +124,78 @@ def produce(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Publish interaction events, keyed by customerId, with a progress bar."""
-    from cli import produce as producing
-    from cli.stack import random_seed
-
     settings = get_settings()
     if file is None and count is None and rate == 0:
         raise typer.BadParameter("synthetic events need --count or --rate (else they never end)")
+    with contextlib.ExitStack() as opened:
+        messages, total = _event_source(opened, file, count, seed, catalog_seed, backfill_days)
+        target = topic or settings.topic
+        acknowledged = _publish_with_progress(settings, target, messages, rate, count, total, quiet)
+    if not quiet:
+        errors.print(f"{acknowledged:,} events acknowledged by {settings.kafka_bootstrap_servers}")
+
+
+def _event_source(
+    opened: contextlib.ExitStack,
+    file: str | None,
+    count: int | None,
+    seed: int | None,
+    catalog_seed: int,
+    backfill_days: float,
+) -> tuple[Iterator[tuple[bytes | None, bytes]], int | None]:
+    """The messages to publish and how many there will be (None: unknown or endless)."""
+    from cli import produce as producing
+    from cli.stack import random_seed
+
     if file is None:
-        messages = producing.synthetic_messages(
-            seed if seed is not None else random_seed(),
-            catalog_seed,
-            backfill_days,
-            producing.utc_now,
-        )
-        total = count
-    elif file == "-":
-        messages, total = producing.lines_of(sys.stdin.buffer), count
-    else:
-        path = Path(file)
-        if not path.is_file():
-            raise typer.BadParameter(f"no such file: {file}")
-        with path.open("rb") as lines:
-            in_file = sum(1 for line in lines if line.strip())
-        messages = producing.lines_of(path.open("rb"))
-        total = min(in_file, count) if count is not None else in_file
-    with Progress(
+        event_seed = seed if seed is not None else random_seed()
+        return producing.synthetic_messages(
+            event_seed, catalog_seed, backfill_days, producing.utc_now
+        ), count
+    if file == "-":
+        return producing.lines_of(sys.stdin.buffer), count
+    path = Path(file)
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {file}", param_hint="FILE")
+    with path.open("rb") as lines:
+        in_file = sum(1 for line in lines if line.strip())
+    stream = opened.enter_context(path.open("rb"))
+    return producing.lines_of(stream), min(in_file, count) if count is not None else in_file
+
+
+def _publish_with_progress(
+    settings: Settings,
+    topic: str,
+    messages: Iterator[tuple[bytes | None, bytes]],
+    rate: float,
+    count: int | None,
+    total: int | None,
+    quiet: bool,
+) -> int:
+    from cli import produce as producing
+
+    columns = (
         SpinnerColumn(),
         TextColumn("producing to [bold]{task.fields[topic]}[/]"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("acked {task.fields[acked]:,}"),
         TimeElapsedColumn(),
-        console=errors,
-        disable=quiet,
-    ) as progress:
-        target = topic or settings.topic
-        task = progress.add_task("produce", total=total, topic=target, acked=0)
+    )
+    with Progress(*columns, console=errors, disable=quiet) as progress:
+        task = progress.add_task("produce", total=total, topic=topic, acked=0)
 
         def show(stats: producing.ProduceStats) -> None:
             progress.update(task, completed=stats.sent, acked=stats.acknowledged)
 
+        chunks = producing.paced(messages, rate, count)
         try:
             stats = asyncio.run(
-                producing.publish(
-                    settings.kafka_bootstrap_servers,
-                    target,
-                    producing.paced(messages, rate, count),
-                    show,
-                )
+                producing.publish(settings.kafka_bootstrap_servers, topic, chunks, show)
             )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-    if not quiet:
-        errors.print(
-            f"{stats.acknowledged:,} events acknowledged by {settings.kafka_bootstrap_servers}"
-        )
+    return stats.acknowledged
 
 
 @keys_app.command("create")

@@ -71,6 +71,15 @@ class Stack:
 
     # --- start-up ------------------------------------------------------------------------
 
+    def running_elsewhere(self) -> int | None:
+        """The pid of another live ``up`` on this state directory, if there is one."""
+        try:
+            pid = int(json.loads(self.stack_file.read_text())["pid"])
+            os.kill(pid, 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return pid if pid != os.getpid() else None
+
     def start(self) -> None:
         self.options.state_dir.mkdir(parents=True, exist_ok=True)
         base = get_settings()
@@ -236,6 +245,13 @@ def run_up(options: StackOptions, console: Console | None = None) -> int:
     """Start the stack, watch it, stop it; returns the process exit code."""
     console = console or Console()
     stack = Stack(options, console)
+    other = stack.running_elsewhere()
+    if other is not None:
+        console.print(
+            f"[red]A stack is already running on {options.state_dir} (pid {other}).[/]"
+            f" Stop it first, or use another --state-dir."
+        )
+        return 1
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM = Ctrl-C
     try:
         stack.start()
