@@ -15,20 +15,29 @@ import asyncpg
 from streams.redis_sink import RedisSink
 
 # Same UTC bucketing as core.periods, in SQL: date_trunc('week') is the ISO Monday.
+# asyncpg sends date(1, 1, 1) (the all-time bucket start, core.periods.ALLTIME_START) as
+# '-infinity'::date, so that is what the worker's rows hold: the rebuild must write the same
+# value, or the worker's later increments go to rows other than the rebuilt ones.
 _EVENT_BUCKETS = """
 WITH e AS (
     SELECT tenant_id, ts AT TIME ZONE 'UTC' AS t, customer_id, action_id, treatment_id,
            channel_id, type
     FROM interaction_history
+), b AS (
+    SELECT e.tenant_id, e.customer_id, e.action_id, e.treatment_id, e.channel_id, e.type,
+           p.period,
+           CASE p.period
+               WHEN 'daily' THEN date_trunc('day', e.t)::date
+               WHEN 'weekly' THEN date_trunc('week', e.t)::date
+               WHEN 'monthly' THEN date_trunc('month', e.t)::date
+               ELSE '-infinity'::date
+           END AS bucket_start
+    FROM e CROSS JOIN (VALUES ('daily'), ('weekly'), ('monthly'), ('alltime')) AS p(period)
 )
-SELECT e.tenant_id, e.customer_id, e.action_id, e.treatment_id, e.channel_id, e.type, p.period,
-       CASE p.period
-           WHEN 'daily' THEN date_trunc('day', e.t)::date
-           WHEN 'weekly' THEN date_trunc('week', e.t)::date
-           WHEN 'monthly' THEN date_trunc('month', e.t)::date
-           ELSE DATE '0001-01-01'
-       END AS bucket_start
-FROM e CROSS JOIN (VALUES ('daily'), ('weekly'), ('monthly'), ('alltime')) AS p(period)
+SELECT tenant_id, customer_id, action_id, treatment_id, channel_id, type, period,
+       CASE WHEN bucket_start = DATE '0001-01-01' THEN '-infinity'::date
+            ELSE bucket_start END AS bucket_start
+FROM b
 """
 
 REBUILD_STATEMENTS = (
