@@ -252,7 +252,10 @@ def run_up(options: StackOptions, console: Console | None = None) -> int:
             f" Stop it first, or use another --state-dir."
         )
         return 1
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM = Ctrl-C
+    # Ctrl-C and SIGTERM both mean "shut down cleanly". SIGINT is set explicitly: Python leaves
+    # it ignored when the parent ignored it (a background job of a non-interactive shell).
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         stack.start()
         return stack.watch()
