@@ -58,7 +58,9 @@ async def test_rebuild_while_events_flow_neither_loses_nor_doubles(
     start_worker(settings)
     await produce(settings, first.messages)
     producing = asyncio.create_task(produce(settings, second.messages))
-    await asyncio.to_thread(rebuild, settings)  # the rebuild runs while the second traffic is counted
+    await asyncio.to_thread(
+        rebuild, settings
+    )  # the rebuild runs while the second traffic is counted
     await producing
 
     events = distinct_events(first.valid + second.valid)
