@@ -9,7 +9,7 @@ from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
 from api.auth import ApiKey, Role, create_key, revoke_key
-from api.catalog import CatalogDocument, load_catalog
+from api.catalog import CatalogDocument, StoredText, load_catalog
 from api.deps import STORE_ERRORS, StoresDep, require_role
 from api.errors import ApiError
 from api.models import ErrorResponse
@@ -18,6 +18,7 @@ Editor = Annotated[ApiKey, Depends(require_role(Role.EDITOR))]
 Admin = Annotated[ApiKey, Depends(require_role(Role.ADMIN))]
 
 _ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "the body is not JSON"},
     401: {"model": ErrorResponse, "description": "missing or invalid API key"},
     403: {"model": ErrorResponse, "description": "the key's role is too low"},
     422: {"model": ErrorResponse, "description": "the body breaks the schema"},
@@ -35,7 +36,7 @@ class CatalogLoaded(BaseModel):
 
 class NewKey(BaseModel):
     role: Literal["viewer", "editor", "admin"]
-    label: str | None = Field(None, max_length=200)
+    label: StoredText | None = Field(None, max_length=200)
 
 
 class CreatedKey(BaseModel):
@@ -93,7 +94,9 @@ async def post_key(body: NewKey, key: Admin, stores: StoresDep) -> ORJSONRespons
     summary="Revoke an API key (admin)",
 )
 async def delete_key(
-    key_prefix: Annotated[str, Path(min_length=8, max_length=100)], key: Admin, stores: StoresDep
+    key_prefix: Annotated[StoredText, Path(min_length=8, max_length=100)],
+    key: Admin,
+    stores: StoresDep,
 ) -> RevokedKeys:
     try:
         revoked = await revoke_key(stores.require_pool(), key_prefix, key.tenant_id)

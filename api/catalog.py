@@ -3,38 +3,45 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# What Postgres can store, checked at the edge: a value it refuses would otherwise fail the
+# write and be reported as an outage (503). Text cannot hold NUL; integer columns are 32-bit.
+StoredText = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class _CatalogItem(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
-    id: str = Field(min_length=1, max_length=128)
+    id: StoredText = Field(min_length=1, max_length=128)
 
 
 class CatalogAction(_CatalogItem):
-    name: str | None = None
-    issue: str | None = None
-    group: str | None = None
-    status: str | None = None
-    priority: int | None = None
+    name: StoredText | None = None
+    issue: StoredText | None = None
+    group: StoredText | None = None
+    status: StoredText | None = None
+    priority: Int32 | None = None
 
 
 class CatalogTreatment(_CatalogItem):
-    name: str | None = None
-    action_id: str | None = Field(None, alias="actionId")
-    channel_id: str | None = Field(None, alias="channelId")
-    template_type: str | None = Field(None, alias="templateType")
-    ab_test_variant: str | None = Field(None, alias="abTestVariant")
-    weight: int | None = None
-    status: str | None = None
+    name: StoredText | None = None
+    action_id: StoredText | None = Field(None, alias="actionId")
+    channel_id: StoredText | None = Field(None, alias="channelId")
+    template_type: StoredText | None = Field(None, alias="templateType")
+    ab_test_variant: StoredText | None = Field(None, alias="abTestVariant")
+    weight: Int32 | None = None
+    status: StoredText | None = None
 
 
 class CatalogChannel(_CatalogItem):
-    name: str | None = None
-    channel_type: str | None = Field(None, alias="channelType")
+    name: StoredText | None = None
+    channel_type: StoredText | None = Field(None, alias="channelType")
 
 
 class CatalogDocument(BaseModel):
@@ -44,6 +51,19 @@ class CatalogDocument(BaseModel):
     actions: list[CatalogAction] = []
     treatments: list[CatalogTreatment] = []
     channels: list[CatalogChannel] = []
+
+    @model_validator(mode="after")
+    def _ids_are_unique(self) -> CatalogDocument:
+        """One upsert cannot touch a row twice: an id given twice would fail the whole load."""
+        for name, items in (
+            ("actions", self.actions),
+            ("treatments", self.treatments),
+            ("channels", self.channels),
+        ):
+            twice = [i for i, n in Counter(item.id for item in items).items() if n > 1]
+            if twice:
+                raise ValueError(f"{name}: id {twice[0]!r} appears more than once")
+        return self
 
 
 UPSERT_ACTIONS = """
