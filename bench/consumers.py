@@ -122,12 +122,22 @@ def _faust_noop(events: int, result: Path) -> None:
     Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
+def use_uvloop() -> None:
+    """Make asyncio (and so Faust's worker) run on uvloop in this process."""
+    import mode.loop
+
+    mode.loop.use("uvloop")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.consumers", description=__doc__)
     parser.add_argument("kind", choices=("aiokafka", "faust-noop"))
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args(argv)
+    if args.uvloop:
+        use_uvloop()
     if args.kind == "aiokafka":
         asyncio.run(
             _aiokafka(

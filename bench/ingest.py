@@ -78,6 +78,7 @@ class Run:
     servers: Servers
     partitions: int
     workdir: Path
+    uvloop: bool = False
 
     @property
     def topic(self) -> str:
@@ -205,6 +206,8 @@ def run_ceiling(run: Run, kind: str, events: int, timeout: float) -> Measured:
     result = run.workdir / f"{group}.json"
     log_path = run.workdir / f"{group}.log"
     argv = [sys.executable, "-m", "bench.consumers", kind, "--events", str(events)]
+    if run.uvloop:
+        argv.append("--uvloop")
     with (
         log_path.open("wb") as log,
         subprocess.Popen(
@@ -263,29 +266,29 @@ def _machine_busy_seconds() -> float:
     return (sum(values) - values[3] - values[4]) / _CLK_TCK
 
 
-def run_worker(run: Run, events: int, timeout: float) -> tuple[Measured, float]:
-    """Run ``python -m streams`` until it finished ``events``; (measure, machine cores busy)."""
+def run_worker(run: Run, events: int, timeout: float, processes: int = 1) -> tuple[Measured, float]:
+    """Run ``python -m streams`` (``processes`` of them, one group) until ``events`` are done.
+
+    Returns the measure (CPU summed over the processes, the largest peak RSS) and the cores
+    the whole machine kept busy meanwhile (worker, Postgres, Redis, broker, anything else).
+    """
     from cli.embedded import free_port
 
-    port = free_port()
-    log = (run.workdir / "worker.log").open("wb")
     started = time.perf_counter()
-    with (
-        log,
-        subprocess.Popen(
-            [sys.executable, "-m", "streams"], env=run.env("worker", port), stdout=log, stderr=log
-        ) as child,
-    ):
-        try:
-            first, last = _watch_worker(child, f"http://127.0.0.1:{port}/metrics", events, timeout)
-            asyncio.run(_redis_caught_up(run, within=60.0))
-            peak = peak_rss_mb(child.pid)
-        finally:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+    with contextlib.ExitStack() as stack:
+        children: list[tuple[subprocess.Popen[bytes], str]] = []
+        for index in range(processes):
+            port = free_port()
+            log = stack.enter_context((run.workdir / f"worker-{index}.log").open("wb"))
+            argv = [sys.executable, "-m", "streams"]
+            if run.uvloop:  # what `python -m streams` would do with uvloop enabled first
+                argv[1:] = ["-c", _UVLOOP_WORKER]
+            child = subprocess.Popen(argv, env=run.env("worker", port), stdout=log, stderr=log)
+            stack.callback(_stop, child)
+            children.append((child, f"http://127.0.0.1:{port}/metrics"))
+        first, last = _watch_workers(children, events, timeout)
+        asyncio.run(_redis_caught_up(run, within=60.0))
+        peak = max(peak_rss_mb(child.pid) for child, _ in children)
     seconds = last.at - first.at
     measured = Measured(
         last.done - first.done, seconds, first.at - started, last.cpu - first.cpu, peak
@@ -293,18 +296,33 @@ def run_worker(run: Run, events: int, timeout: float) -> tuple[Measured, float]:
     return measured, (last.machine_busy - first.machine_busy) / seconds if seconds else 0.0
 
 
-def _watch_worker(
-    child: subprocess.Popen[bytes], metrics_url: str, events: int, timeout: float
+_UVLOOP_WORKER = (
+    "from bench.consumers import use_uvloop; use_uvloop(); "
+    "from streams.app import run_worker; run_worker()"
+)
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _watch_workers(
+    children: list[tuple[subprocess.Popen[bytes], str]], events: int, timeout: float
 ) -> tuple[_Sample, _Sample]:
     deadline = time.perf_counter() + timeout
     first: _Sample | None = None
     while True:
-        if child.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {child.returncode}")
-        done = _worker_done(metrics_url) or 0
-        sample = _Sample(
-            time.perf_counter(), done, _cpu_seconds(child.pid), _machine_busy_seconds()
-        )
+        for child, _ in children:
+            if child.poll() is not None:
+                raise RuntimeError(f"a worker exited with code {child.returncode}")
+        done = sum(_worker_done(url) or 0 for _, url in children)
+        cpu = sum(_cpu_seconds(child.pid) for child, _ in children)
+        sample = _Sample(time.perf_counter(), done, cpu, _machine_busy_seconds())
         if first is None and done > 0:
             first = sample
         if first is not None and done >= events:
@@ -470,15 +488,19 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument(
-        "--smoke", action="store_true", help="4,000 events, results to *-smoke.json"
+        "--smoke", action="store_true", help="20,000 events, results to *-smoke.json"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", default="aiokafka,faust_noop,worker",
                         help="comma-separated subset of aiokafka,faust_noop,worker")  # fmt: skip
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the group")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run the Faust consumers and the worker on uvloop"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="per consumer, seconds")
     args = parser.parse_args(argv)
-    events = 4000 if args.smoke else args.events
+    events = 20_000 if args.smoke else args.events
     output = args.output or RESULTS / ("ingest-smoke.json" if args.smoke else "ingest.json")
     console = Console(width=None if sys.stdout.isatty() else 110)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, servers(Path(tmp)) as found:
@@ -486,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{int(time.time())}-{os.getpid()}", found, Settings().topic_partitions, Path(tmp)
         )
         try:
-            report = _measure(run, events, args.seed, args.only.split(","), args.timeout, console)
+            report = _measure(run, events, args, console)
         finally:
             asyncio.run(_clean_up(run))
     report["smoke"] = args.smoke
@@ -496,10 +518,9 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"written {output}")
 
 
-def _measure(
-    run: Run, events: int, seed: int, only: list[str], timeout: float, console: Console
-) -> dict[str, Any]:
+def _measure(run: Run, events: int, args: argparse.Namespace, console: Console) -> dict[str, Any]:
     settings = Settings()
+    seed, only, timeout = args.seed, args.only.split(","), args.timeout
     report: dict[str, Any] = {
         "benchmark": "ingest (figure 1, figure 5a)",
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -508,6 +529,8 @@ def _measure(
         "seed": seed,
         "batch_max_events": settings.batch_max_events,
         "batch_max_seconds": settings.batch_max_seconds,
+        "worker_processes": args.workers,
+        "event_loop": "uvloop" if args.uvloop else "asyncio",
         "load_average_before": os.getloadavg(),
         "machine": machine(),
         "servers": asyncio.run(server_versions(run.servers)),
@@ -524,7 +547,7 @@ def _measure(
     if "worker" in only:
         console.print("worker (Postgres + Redis, exactly once) ...")
         asyncio.run(_create_database(run))
-        results["worker"], busy = run_worker(run, events, timeout)
+        results["worker"], busy = run_worker(run, events, timeout, args.workers)
         report["machine_cpu_cores_busy_during_worker"] = round(busy, 2)
         report["exact"] = asyncio.run(check_exact(run, events))
     report.update(figures(results))
