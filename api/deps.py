@@ -40,7 +40,8 @@ class Stores:
         return self.pool
 
 
-def get_stores(request: Request) -> Stores:
+async def get_stores(request: Request) -> Stores:
+    # async: FastAPI runs a plain def dependency in a worker thread, a hop per request.
     stores: Stores = request.app.state.stores
     return stores
 

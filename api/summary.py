@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -50,19 +49,18 @@ class Page:
     groups: list[GroupCounts]
 
 
-_CENT = Decimal("0.01")
-
-
 def rate(numerator: int, impressions: int) -> float:
     """``round(100 * numerator / impressions, 2)``, half-up, 0 without impressions.
 
-    Decimal keeps the division exact before rounding, so 0.125 becomes 0.13 as a person expects
-    (binary floats would make it 0.12).
+    Integer arithmetic keeps the division exact before rounding, so 0.125 becomes 0.13 as a
+    person expects (binary floats would make it 0.12); half-up means away from zero, as
+    Decimal's ROUND_HALF_UP. Integers, not Decimal: a page computes 200 rates per request.
     """
     if impressions <= 0:
         return 0.0
-    value = Decimal(100 * numerator) / Decimal(impressions)
-    return float(value.quantize(_CENT, rounding=ROUND_HALF_UP))
+    # Cents = floor(10_000 * |n| / d + 1/2), all in integers; then the nearest float.
+    cents = (20_000 * abs(numerator) + impressions) // (2 * impressions)
+    return (cents if numerator >= 0 else -cents) / 100
 
 
 def sentiment(c: GroupCounts) -> tuple[int, int, int]:
