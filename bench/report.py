@@ -170,10 +170,15 @@ class Report:
         return table
 
     def show(self, console: Console | None = None, path: Path | None = None) -> None:
-        console = console or Console()
+        console = console or make_console()
         console.print(self.table())
         if path is not None:
             console.print(f"[dim]written to {path}[/]")
+
+
+def make_console() -> Console:
+    """A console; piped output (CI logs) gets a table wide enough to read, not 80 columns."""
+    return Console(width=None if sys.stdout.isatty() else 150)
 
 
 def _number(value: float) -> str:

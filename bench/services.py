@@ -31,6 +31,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from bench.synthetic import Catalog
 from cli.embedded import EmbeddedServers, embedded_servers, free_port
 from cli.topics import ensure_topics, service_topics
 from core.config import Settings, to_env
@@ -240,3 +241,16 @@ async def _wait_healthy(service: Service, wait: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"api not healthy after {wait:.0f}s:\n{service.log_tail()}")
             await asyncio.sleep(0.1)
+
+
+async def catalog_and_key(settings: Settings, catalog: Catalog, tenant: str = "default") -> str:
+    """Load ``catalog`` for ``tenant`` and return a new viewer key of that tenant."""
+    from api.auth import Role, create_key
+    from api.catalog import CatalogDocument, load_catalog
+
+    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        await load_catalog(pool, CatalogDocument.model_validate(catalog.document()), tenant)
+        return await create_key(pool, Role.VIEWER, tenant, "benchmark")
+    finally:
+        await pool.close()
