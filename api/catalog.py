@@ -87,7 +87,9 @@ SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[])
 ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, channel_type = excluded.channel_type
 """
 BUMP_VERSION = "SELECT nextval('catalog_version')"
-CURRENT_VERSION = "SELECT last_value FROM catalog_version"
+# last_value is 1 both before and after the first nextval: is_called tells them apart, or
+# the first load ever would go unnoticed by an API that had already cached the catalog.
+CURRENT_VERSION = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM catalog_version"
 SELECT_ACTIONS = """
 SELECT id, name, issue, "group", status, priority FROM catalog_action WHERE tenant_id = $1
 """
