@@ -36,6 +36,7 @@ from api.summary import GroupBy
 from bench import history, services
 from bench.report import Figure, Report, Target, make_console, peak_rss_mb
 from bench.synthetic import make_catalog
+from core.db import Connection
 from core.periods import TimeRange, summary_range
 
 GROUPINGS = (GroupBy.ACTION, GroupBy.CUSTOMER)
@@ -59,7 +60,7 @@ async def _timed(call: Any) -> tuple[float, Any]:
     return time.perf_counter() - began, result
 
 
-async def _explain(conn: asyncpg.Connection, sql: str, *args: object) -> str:
+async def _explain(conn: Connection, sql: str, *args: object) -> str:
     rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
     return "\n".join(r[0] for r in rows)
 
@@ -92,10 +93,15 @@ async def _case(
             timings["sql"].append(sql)
             timings["http"].append(took)
     async with pool.acquire() as conn:
-        plans = {
-            "ceiling": await _explain(conn, CEILING, *args),
-            "sql": await _explain(conn, queries.HISTORY_PAGE[group_by], *args, LIMIT, 0),
-        }
+        plans = {"ceiling": await _explain(conn, CEILING, *args)}
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute(queries.HISTORY_SETTINGS)  # as history_page runs it
+            plans["sql"] = await _explain(conn, queries.HISTORY_PAGE[group_by], *args, LIMIT, 0)
+            if group_by is GroupBy.CUSTOMER:
+                ids = [g.group_id for g in page.groups]
+                plans["sql_distinct_actions"] = await _explain(
+                    conn, queries.HISTORY_CUSTOMER_ACTIONS, *args, ids
+                )
     return {
         "group_by": group_by.value,
         "window": window,
