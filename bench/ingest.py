@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -503,14 +504,18 @@ def main(argv: list[str] | None = None) -> None:
     events = 20_000 if args.smoke else args.events
     output = args.output or RESULTS / ("ingest-smoke.json" if args.smoke else "ingest.json")
     console = Console(width=None if sys.stdout.isatty() else 110)
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, servers(Path(tmp)) as found:
-        run = Run(
-            f"{int(time.time())}-{os.getpid()}", found, Settings().topic_partitions, Path(tmp)
-        )
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    with servers(workdir) as found:
+        run_id = f"{int(time.time())}-{os.getpid()}"
+        run = Run(run_id, found, Settings().topic_partitions, workdir, args.uvloop)
         try:
             report = _measure(run, events, args, console)
+        except BaseException:
+            console.print(f"[red]failed[/]: logs kept in {workdir}")
+            raise
         finally:
             asyncio.run(_clean_up(run))
+    shutil.rmtree(workdir, ignore_errors=True)
     report["smoke"] = args.smoke
     print_report(report, console)
     output.parent.mkdir(parents=True, exist_ok=True)
