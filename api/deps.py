@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Header, Request
@@ -14,6 +14,7 @@ from api.auth import ApiKey, KeyCache, Role, looks_like_key
 from api.catalog import CatalogCache
 from api.errors import ApiError
 from api.redis_read import RedisReader
+from api.summary import Recent
 from core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ class Stores:
     keys: KeyCache
     catalog: CatalogCache
     pool: asyncpg.Pool | None = None
+    # Summary bodies built from unchanged Redis pages (see api.answers.summary).
+    bodies: Recent[tuple[object, object, dict[str, Any]]] = field(
+        default_factory=lambda: Recent(64)
+    )
 
     def require_pool(self) -> asyncpg.Pool:
         if self.pool is None:

@@ -7,7 +7,7 @@ from datetime import date
 import orjson
 from redis.asyncio import Redis
 
-from api.summary import GroupBy, GroupCounts, Page
+from api.summary import GroupBy, GroupCounts, Page, Recent
 from core import keys
 from core.periods import Period
 
@@ -33,10 +33,16 @@ return cjson.encode({redis.call('ZCARD', KEYS[3]), members, values})
 """
 
 
+# Pages kept parsed, by request shape: while the counters do not move, polls of the same
+# page get the same bytes from Redis and the same Page object back (no parsing).
+PARSED_PAGES = 64
+
+
 class RedisReader:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._prefix = prefix
         self._read_page = redis.register_script(READ_PAGE_SCRIPT)
+        self._parsed: Recent[tuple[bytes, Page]] = Recent(PARSED_PAGES)
 
     async def period_page(
         self,
@@ -60,12 +66,23 @@ class RedisReader:
         )
         if result is None:
             return None
-        total_groups, members, values = orjson.loads(result)
-        # cjson writes an empty Lua table as {}; a missing field comes back as false (int: 0).
-        counts = list(map(int, values or ()))
-        width = len(keys.COUNTERS)
-        groups = [
-            GroupCounts(member, *counts[i * width : (i + 1) * width])
-            for i, member in enumerate(members or ())
-        ]
-        return Page(int(total_groups), groups)
+        shape = (tenant, dim, per, start, limit, offset)
+        parsed = self._parsed.get(shape)
+        if parsed is not None and parsed[0] == result:
+            return parsed[1]
+        page = _parse(result)
+        self._parsed.put(shape, (result, page))
+        return page
+
+
+def _parse(result: bytes) -> Page:
+    """The script's JSON reply as a Page."""
+    total_groups, members, values = orjson.loads(result)
+    # cjson writes an empty Lua table as {}; a missing field comes back as false (int: 0).
+    counts = list(map(int, values or ()))
+    width = len(keys.COUNTERS)
+    groups = [
+        GroupCounts(member, *counts[i * width : (i + 1) * width])
+        for i, member in enumerate(members or ())
+    ]
+    return Page(int(total_groups), groups)
