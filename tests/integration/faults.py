@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from api.auth import Role, create_key, revoke_key
 from cli.embedded import HOST, ServerProcess, free_port, start_kafka, start_redis
@@ -285,6 +285,30 @@ def assigned_partitions(log: str, topic: str) -> set[int] | None:
     return found
 
 
+def assignments(log: str) -> int:
+    """How many partition assignments a worker has logged (one per rebalance it went through)."""
+    return log.count(_ASSIGNED)
+
+
+async def offsets_all_committed(settings: Settings) -> bool:
+    """Whether the worker's group has committed every partition of the topic up to its end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
+                return False
+        return True
+    finally:
+        await consumer.stop()
+
+
 # --- keys ----------------------------------------------------------------------------------
 
 
@@ -414,23 +438,27 @@ async def api_mismatches(
                 problems.append(f"{where}: HTTP {response.status_code} {response.text[:200]}")
                 continue
             body = response.json()
-            if sources is not None:
+            want = recount.answer(tenant, query, datetime.now(UTC))
+            if sources is not None and want["total"]:  # an empty period has no bucket to read
                 sources.setdefault(query["window"], set()).add(body["source"])
-            problem = mismatch(body, recount.answer(tenant, query, datetime.now(UTC)), where)
+            problem = mismatch(body, want, where)
             if problem:
                 problems.append(problem)
     return problems
 
 
 async def assert_api_matches_recount(
-    api: ApiClient, recount: Recount, timeout: float = 30
+    api: ApiClient, recount: Recount, timeout: float = 30, period_source: str | None = None
 ) -> dict[str, set[str]]:
     """Every answer equals the recount (waits ``timeout`` for Redis to catch up); returns the
-    sources that answered, by window."""
+    sources that answered, by window. With ``period_source``, also waits until every current
+    period is answered by that store."""
     deadline = time.monotonic() + timeout
     while True:
         sources: dict[str, set[str]] = {}
         problems = await api_mismatches(api, recount, sources)
+        if period_source is not None and sources.get("period") != {period_source}:
+            problems.append(f"current periods answered by {sources.get('period')}")
         if not problems:
             return sources
         if time.monotonic() > deadline:
