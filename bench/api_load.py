@@ -253,13 +253,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pause-ms", type=float, default=PAUSE_MS, help="polling clients' pause")
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--profile", action="store_true", help="py-spy the API (collapsed stacks)")
+    parser.add_argument("--output", type=Path, help="results file (default: bench/results/)")
     parser.add_argument("--smoke", action="store_true", help="tiny data, short runs, for CI")
     args = parser.parse_args(argv)
     if args.smoke:
         args.rows, args.customers, args.seconds = 20_000, 5_000, 2.0
     options = (args.seconds, args.pause_ms, args.tool, args.profile, args.smoke)
     report = asyncio.run(run(args.rows, args.customers, *options))
-    path = report.write()
+    path = report.write(args.output)
     report.show(console, path)
 
 

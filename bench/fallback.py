@@ -185,12 +185,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.fallback", description=__doc__)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--output", type=Path, help="results file (default: bench/results/)")
     parser.add_argument("--smoke", action="store_true", help="tiny data, for CI (< 30 s)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.rows, args.repeat = min(args.rows, 50_000), 1
     report = asyncio.run(run(args.rows, args.repeat, args.smoke))
-    path = report.write()
+    path = report.write(args.output)
     report.show(console, path)
 
 

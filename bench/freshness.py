@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         help="the worker's INTERACTION_SUMMARY_BATCH_MAX_SECONDS (default: the product's)",
     )
+    parser.add_argument("--output", type=Path, help="results file (default: bench/results/)")
     parser.add_argument("--smoke", action="store_true", help="low rate, short, for CI")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     report = asyncio.run(
         run(args.rate, args.seconds, args.idle_seconds, args.poll_ms, args.smoke, overrides)
     )
-    path = report.write()
+    path = report.write(args.output)
     report.show(console, path)
 
 
