@@ -330,7 +330,7 @@ def _watch_workers(
             return first, sample
         if sample.at > deadline:
             raise RuntimeError(f"the worker finished {done} of {events} events in {timeout:.0f}s")
-        time.sleep(0.1)
+        time.sleep(0.5)  # /metrics costs the worker CPU: poll gently
 
 
 async def _redis_caught_up(run: Run, within: float) -> None:
