@@ -6,7 +6,7 @@ report the same JSON: requests, duration, latency percentiles and errors.
 - ``wrk`` (Debian: ``apt-get install wrk``) is the load tool of record: C, epoll, one thread
   keeps 100 connections busy for a fraction of a core, which matters on a 2-core machine where
   the load generator competes with the API for CPU. A Lua script cycles the URLs, adds the
-  auth header, optionally waits between requests (``delay``: a dashboard's poll interval), and
+  auth header, optionally pauses between requests (a dashboard's poll interval, with jitter), and
   prints the summary as JSON.
 - The fallback (``python -m bench.loadgen``) opens the same number of keep-alive
   connections with raw asyncio streams (no HTTP library: cheaper per request) and measures
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import shutil
 import sys
 import tempfile
@@ -48,6 +49,14 @@ done = function(summary, latency, requests)
     latency:percentile(90) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3,
     latency.mean / 1e3, e.connect + e.read + e.write + e.timeout, e.status))
 end
+"""
+
+
+# Pauses drawn uniformly from [0.5, 1.5] x the mean: clients that paused exactly alike would
+# stay in lockstep and arrive as bursts of 100, which real dashboards do not.
+_WRK_DELAY = """
+math.randomseed(os.time())
+delay = function() return math.random(%(low)d, %(high)d) end
 """
 
 
@@ -98,7 +107,9 @@ async def run(
                 % {
                     "paths": ", ".join(json.dumps(p) for p in paths),
                     "auth": auth,
-                    "delay": f"delay = function() return {delay_ms:.0f} end" if delay_ms else "",
+                    "delay": _WRK_DELAY % {"low": delay_ms / 2, "high": delay_ms * 1.5}
+                    if delay_ms
+                    else "",
                     "mark": _MARK,
                 }
             )
@@ -154,7 +165,7 @@ async def _client(
             if not status_line.startswith(b"HTTP/1.1 2"):
                 errors[1] += 1
             if delay:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(random.uniform(delay / 2, delay * 1.5))  # see _WRK_DELAY
     except (OSError, asyncio.IncompleteReadError):
         errors[0] += 1
     finally:
