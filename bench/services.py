@@ -45,13 +45,17 @@ _SERVICE_ENV_PREFIXES = (
 )
 
 
+# The bootstrap address of runs that need no broker (nothing connects to it).
+_NO_KAFKA = "unused:9"
+
+
 @contextlib.contextmanager
 def servers(*, kafka: bool = True, state_dir: Path | None = None) -> Iterator[EmbeddedServers]:
     """The run's servers: from the environment, else embedded (Kafka only if ``kafka``)."""
     with contextlib.ExitStack() as stack:
         if state_dir is None:
             state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="is-bench-")))
-        kafka_url = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or (None if kafka else "unused:9")
+        kafka_url = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or (None if kafka else _NO_KAFKA)
         started = stack.enter_context(
             embedded_servers(
                 state_dir,
@@ -66,10 +70,13 @@ def servers(*, kafka: bool = True, state_dir: Path | None = None) -> Iterator[Em
 def describe(servers: EmbeddedServers) -> dict[str, Any]:
     """Where each server came from (embedded or environment), for the results file."""
     embedded = {s.name for s in servers.started}
-    return {
+    where = {
         name: "embedded" if name in embedded else "from environment"
         for name in ("kafka", "postgres", "redis")
     }
+    if servers.kafka_bootstrap == _NO_KAFKA:
+        where["kafka"] = "not used"
+    return where
 
 
 async def server_versions(settings: Settings) -> dict[str, str]:
@@ -88,9 +95,9 @@ async def server_versions(settings: Settings) -> dict[str, str]:
     finally:
         await redis.aclose()
     return {
-        "postgres": str(pg),
+        "postgres_version": str(pg),
         "postgres_settings": str(pg_settings),
-        "redis": str(info.get("redis_version")),
+        "redis_version": str(info.get("redis_version")),
     }
 
 
@@ -241,6 +248,17 @@ async def _wait_healthy(service: Service, wait: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"api not healthy after {wait:.0f}s:\n{service.log_tail()}")
             await asyncio.sleep(0.1)
+
+
+async def viewer_key(settings: Settings, tenant: str = "default") -> str:
+    """A new viewer key of ``tenant``."""
+    from api.auth import Role, create_key
+
+    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        return await create_key(pool, Role.VIEWER, tenant, "benchmark")
+    finally:
+        await pool.close()
 
 
 async def catalog_and_key(settings: Settings, catalog: Catalog, tenant: str = "default") -> str:
