@@ -42,7 +42,7 @@ from tests.recount import distinct_events, expected_buckets
 from tests.support import ApiProcess, wait_until
 
 # Generated requests per operation, generation mode and credentials; CI runs the default.
-API_EXAMPLES = int(os.environ.get("RELIABILITY_API_EXAMPLES", "50"))
+API_EXAMPLES = int(os.environ.get("RELIABILITY_API_EXAMPLES", "30"))
 
 SUMMARY = "/api/v1/interaction-summary"
 # Who may call each protected operation of the document. A new operation fails the role

@@ -46,7 +46,7 @@ from tests.support import ServiceProcess, wait_until
 
 # Batches hypothesis draws (each of 8 to 30 messages); the explicit batch of the list
 # runs in addition. CI runs the default.
-FUZZ_BATCHES = int(os.environ.get("RELIABILITY_FUZZ_BATCHES", "40"))
+FUZZ_BATCHES = int(os.environ.get("RELIABILITY_FUZZ_BATCHES", "30"))
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Clock margins far wider than the worker's 5-minute future tolerance: the suite never runs

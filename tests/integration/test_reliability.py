@@ -176,7 +176,7 @@ async def test_worker_sigkilled_at_random_instants_loses_nothing_and_counts_noth
 async def test_a_killed_workers_partitions_are_taken_over_by_the_other_one(
     settings: Settings, start_worker, start_api
 ) -> None:
-    traffic = wave(10_000, seed=13, prefix="t")
+    traffic = wave(6000, seed=13, prefix="t")
     distinct = distinct_events(traffic.valid)
     first = start_worker(settings, "worker-a")
     await first.wait_for_log("Worker ready")
