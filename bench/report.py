@@ -132,6 +132,7 @@ class Report:
             "benchmark": self.name,
             "smoke": self.smoke,
             "command": command_line(),
+            "git_commit": git_commit(),
             "started_at": self.started_at,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine(),
@@ -193,6 +194,31 @@ def command_line() -> str:
     module = sys.modules["__main__"].__spec__
     head = f"python -m {module.name}" if module is not None else sys.argv[0]
     return " ".join([head, *sys.argv[1:]])
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (``+dirty`` with uncommitted changes), None outside a checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def _cpu_model() -> str:
