@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import kafka
+from bench.report import peak_rss_mb
 
 _STARTED = time.perf_counter()
 
@@ -42,18 +43,6 @@ class Measured:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
-
-
-def peak_rss_mb(pid: int | str = "self") -> float:
-    """High-water mark of the resident set (Linux ``VmHWM``), in MiB; 0 if unknown."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _report(measured: Measured, result: Path) -> None:

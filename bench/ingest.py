@@ -50,7 +50,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import kafka
-from bench.consumers import Measured, peak_rss_mb
+from bench.consumers import Measured
+from bench.report import peak_rss_mb
 from bench.synthetic import SyntheticEvents, encode
 from core import keys
 from core.config import Settings
