@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from core.config import Settings, get_settings
 from core.db import create_pool
 from streams.metrics import CONSUMER_LAG
-from streams.pipeline import BatchProcessor, DeadLetter, RawMessage
+from streams.pipeline import BatchProcessor, DeadLetter, GroupCommit, RawMessage
 from streams.redis_sink import RedisSink
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ async def _open_processor() -> BatchProcessor:
     await dead_letters.maybe_declare()
     return BatchProcessor(
         pool,
-        RedisSink(redis, pool, settings.redis_prefix),
+        RedisSink(redis, settings.redis_prefix),
         send_dead_letters,
         timedelta(seconds=settings.future_tolerance_seconds),
     )
@@ -112,13 +112,19 @@ def _raw(event: Any) -> RawMessage:
 
 
 @app.agent(interactions)
-async def count_interactions(stream: AsyncIterator[Any]) -> None:
-    """Take a batch, hand it to the processor; Faust acks it only after process() returns."""
-    async for events in stream.take_events(  # type: ignore[attr-defined]
-        settings.batch_max_events, within=settings.batch_max_seconds
-    ):
-        processor = await _Worker.get()
-        await processor.process([_raw(event) for event in events])
+async def count_interactions(stream: Any) -> None:
+    """Read events into the group-commit buffer; the processor counts and acknowledges them."""
+    events = stream.noack()
+    batches: GroupCommit[Any] = GroupCommit(settings.batch_max_events)
+    processor = await _Worker.get()
+    committer = asyncio.ensure_future(processor.run(batches, _raw, events.ack))
+    try:
+        async for event in events.events():
+            if committer.done():
+                committer.result()  # the committer stopped: raise its error here
+            await batches.put(event)
+    finally:
+        committer.cancel()
 
 
 @app.timer(interval=1.0)
