@@ -32,15 +32,16 @@ def migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: Connection) -> list[str]:
-    """Apply every migration not yet applied, each in its own transaction; returns their names."""
+async def migrate(conn: Connection, up_to: int | None = None) -> list[str]:
+    """Apply every migration not yet applied (up to version ``up_to``, when given), each in
+    its own transaction; returns their names."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
     try:
         await conn.execute(_CREATE_VERSION_TABLE)
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for version, name, sql in migration_files():
-            if version in done:
+            if version in done or (up_to is not None and version > up_to):
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
