@@ -37,20 +37,23 @@ from streams.postgres_sink import HotBucket
 log = logging.getLogger(__name__)
 
 _TOTAL = keys.COUNTERS.index("total") + 1  # Lua tables count from 1
+# (Lua position in a counts row, field name) of each counter kept in the bucket's hash.
+_HASH_FIELDS = orjson.dumps([[keys.COUNTERS.index(c) + 1, c] for c in keys.HASH_COUNTERS])
 
-# KEYS: ready, the batch's marker. ARGV: marker ttl, the counter names as JSON, the batch as
+# KEYS: ready, the batch's marker. ARGV: marker ttl, the hash fields as JSON, the batch as
 # JSON: [[counts key, rank key, expire-at (0: never), [group, ...], [[count, ...], ...]], ...].
 # One JSON argument: parsing it in Redis costs less than encoding thousands of arguments.
 APPLY_SCRIPT = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local names = cjson.decode(ARGV[2])
+local fields = cjson.decode(ARGV[2])
 for _, bucket in ipairs(cjson.decode(ARGV[3])) do
   local h, z, exp, groups, counts = bucket[1], bucket[2], bucket[3], bucket[4], bucket[5]
   for i, member in ipairs(groups) do
     local row = counts[i]
-    for c = 1, #names do
-      if row[c] ~= 0 then redis.call('HINCRBY', h, names[c] .. ':' .. member, row[c]) end
+    for _, f in ipairs(fields) do
+      local v = row[f[1]]
+      if v ~= 0 then redis.call('HINCRBY', h, f[2] .. ':' .. member, v) end
     end
     if row[{_TOTAL}] ~= 0 then redis.call('ZINCRBY', z, -row[{_TOTAL}], member) end
   end
@@ -61,7 +64,6 @@ for _, bucket in ipairs(cjson.decode(ARGV[3])) do
 end
 return 1
 """
-_COUNTER_NAMES = orjson.dumps(list(keys.COUNTERS))
 
 APPLIED = 1
 ALREADY_APPLIED = 0
@@ -144,7 +146,7 @@ class RedisSink:
         """Apply one committed batch; APPLIED, ALREADY_APPLIED or NOT_READY."""
         payload = apply_payload(buckets, self._prefix, datetime.now(UTC))
         marker_keys = [keys.ready_key(self._prefix), keys.applied_key(self._prefix, batch_id)]
-        args: list[int | bytes] = [keys.APPLIED_MARKER_TTL_SECONDS, _COUNTER_NAMES, payload]
+        args: list[int | bytes] = [keys.APPLIED_MARKER_TTL_SECONDS, _HASH_FIELDS, payload]
         return int(await self._apply(keys=marker_keys, args=args))
 
     async def is_ready(self) -> bool:
@@ -234,7 +236,7 @@ class RedisSink:
                 mapping: dict[FieldT, EncodableT] = {
                     keys.counter_field(name, group_id): value
                     for name, value in zip(keys.COUNTERS, values, strict=True)
-                    if value
+                    if value and name in keys.HASH_COUNTERS
                 }
                 if mapping:
                     pipe.hset(ckey, mapping=mapping)
