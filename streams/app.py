@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -130,7 +130,12 @@ async def send_dead_letters(letters: Sequence[DeadLetter]) -> None:
 
 def _raw(event: Any) -> RawMessage:
     message = event.message
-    return RawMessage(message.key, message.value, message.topic, message.partition, message.offset)
+    # Faust gives the broker's record timestamp in epoch seconds (absent: None or <= 0).
+    stamp = message.timestamp
+    record_time = datetime.fromtimestamp(stamp, UTC) if stamp and stamp > 0 else None
+    return RawMessage(
+        message.key, message.value, message.topic, message.partition, message.offset, record_time
+    )
 
 
 @app.agent(interactions)

@@ -35,13 +35,17 @@ STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
-    """A message as read from the topic, with where it came from."""
+    """A message as read from the topic, with where it came from.
+
+    ``timestamp`` is the record's own timestamp from the broker (None when it has none).
+    """
 
     key: bytes | None
     value: bytes | None
     topic: str
     partition: int
     offset: int
+    timestamp: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +90,18 @@ class GroupCommit(Generic[T]):
 def split_batch(
     messages: Sequence[RawMessage], now: datetime, future_tolerance: timedelta
 ) -> tuple[list[Interaction], list[DeadLetter]]:
-    """Accepted events and dead letters of a batch (pure)."""
+    """Accepted events and dead letters of a batch (pure).
+
+    "In the future" is judged against the record's broker timestamp, which is the same on
+    every delivery: a batch redelivered after a crash decides exactly as the first time (the
+    worker's clock, ``now``, only for a record without a timestamp).
+    """
     accepted: list[Interaction] = []
     rejected: list[DeadLetter] = []
     for message in messages:
         try:
-            accepted.append(parse_event(message.value, now, future_tolerance))
+            reference = message.timestamp or now
+            accepted.append(parse_event(message.value, reference, future_tolerance))
         except Rejected as exc:
             rejected.append(DeadLetter(message, str(exc)))
     return accepted, rejected
