@@ -238,9 +238,11 @@ async def preload(run: Run, workload: str, events: int, seed: int) -> tuple[str,
 # --- the ceilings ---------------------------------------------------------------------------
 
 
-def run_ceiling(run: Run, kind: str, topic: str, events: int, timeout: float) -> Measured:
+def run_ceiling(
+    run: Run, workload: str, kind: str, topic: str, events: int, timeout: float
+) -> Measured:
     """``bench.consumers KIND`` in a child process (with the broker's CPU over its window)."""
-    consumer = f"{topic.rsplit('-', 2)[-2]}-{kind}"
+    consumer = f"{workload}-{kind}"
     result = run.workdir / f"{consumer}.json"
     log_path = run.workdir / f"{consumer}.log"
     argv = [sys.executable, "-m", "bench.consumers", kind, "--events", str(events)]
@@ -340,9 +342,7 @@ class WorkerRun:
             "to_event": high,
             "seconds": round(seconds, 2),
             "events_per_second": round(events / seconds) if seconds > 0 else None,
-            "cpu_us_per_event": round(sum(cpu1.values()) - sum(cpu0.values()), 6) / events * 1e6
-            if events
-            else None,
+            "cpu_us_per_event": (sum(cpu1.values()) - sum(cpu0.values())) / events * 1e6,
         }
 
     def decay(self, width: int) -> dict[str, Any] | None:
@@ -398,6 +398,7 @@ def _source_env(env: dict[str, str], src: Path | None) -> dict[str, str]:
 
 def run_worker(
     run: Run,
+    workload: str,
     label: str,
     topic: str,
     events: int,
@@ -407,7 +408,7 @@ def run_worker(
 ) -> WorkerRun:
     """``python -m streams`` (``processes`` of them, one group) until ``events`` are done,
     then the exactly-once check through the API of the same checkout."""
-    consumer = f"{topic.rsplit('-', 2)[-2]}-{label}"
+    consumer = f"{workload}-{label}"
     env = run.env(topic, consumer)
     asyncio.run(_create_database(run, env))
     started = time.perf_counter()
@@ -864,10 +865,12 @@ def measure_workload(
     result = WorkloadResult(workload, events, loaded, load_average_before=os.getloadavg())
     if "aiokafka" in only:
         step("plain aiokafka")
-        result.ceilings["aiokafka"] = run_ceiling(run, "aiokafka", topic, events, timeout)
+        result.ceilings["aiokafka"] = run_ceiling(run, workload, "aiokafka", topic, events, timeout)
     if "faust_noop" in only:
         step("Faust do-nothing agent")
-        result.ceilings["faust_noop"] = run_ceiling(run, "faust-noop", topic, events, timeout)
+        result.ceilings["faust_noop"] = run_ceiling(
+            run, workload, "faust-noop", topic, events, timeout
+        )
     variants = []
     if "worker" in only:
         variants.append(("worker", args.workers))
@@ -875,7 +878,7 @@ def measure_workload(
         variants.append(("workers2", 2))
     for label, processes in variants:
         step(f"{label}: {processes} worker process(es), exactly once")
-        result.workers[label] = run_worker(run, label, topic, events, timeout, processes)
+        result.workers[label] = run_worker(run, workload, label, topic, events, timeout, processes)
     if args.baseline_src:
         baseline_events = args.baseline_events or events
         baseline_topic = topic
@@ -886,7 +889,14 @@ def measure_workload(
             )
         step(f"baseline worker from {args.baseline_src}")
         result.workers["baseline"] = run_worker(
-            run, "baseline", baseline_topic, baseline_events, timeout, 1, args.baseline_src
+            run,
+            workload,
+            "baseline",
+            baseline_topic,
+            baseline_events,
+            timeout,
+            1,
+            args.baseline_src,
         )
     result.load_average_after = os.getloadavg()
     asyncio.run(_delete_topics(run))  # the broker keeps topics in memory: free them now
