@@ -71,10 +71,8 @@ from bench.report import (
     Figure,
     Report,
     Target,
-    listening_pids,
     make_console,
     peak_rss_mb,
-    pids_named,
     stack_cpu_seconds,
 )
 from bench.synthetic import WORKLOADS, encode, workload_events
@@ -106,26 +104,14 @@ class Stack:
     pids: dict[str, list[int]]
 
 
-def _port(url: str, default: int) -> int:
-    first = url.split(",")[0]
-    return urlsplit(first if "//" in first else f"//{first}").port or default
-
-
 def find_stack(srv: EmbeddedServers) -> Stack:
-    started = {s.name: s.process.pid for s in srv.started}
-    pids: dict[str, list[int]] = {}
-    for name, started_as, url, default_port, comm in (
-        ("postgres", "postgres", srv.database_url, 5432, "postgres"),
-        ("redis", "redis", srv.redis_url, 6379, "redis-server"),
-        ("broker", "kafka", srv.kafka_bootstrap, 9092, "tansu"),
-    ):
-        if started_as in started:
-            pids[name] = [started[started_as]]
-        else:
-            found = listening_pids(_port(url, default_port))
-            # Postgres not seen by port (another namespace?): every postgres process.
-            pids[name] = found or (pids_named(comm) if name == "postgres" else [])
-    return Stack(srv.kafka_bootstrap, srv.database_url, srv.redis_url, services.describe(srv), pids)
+    return Stack(
+        srv.kafka_bootstrap,
+        srv.database_url,
+        srv.redis_url,
+        services.describe(srv),
+        services.server_pids(srv),
+    )
 
 
 # --- one run: names of everything it creates ------------------------------------------------
@@ -252,9 +238,11 @@ async def preload(run: Run, workload: str, events: int, seed: int) -> tuple[str,
 # --- the ceilings ---------------------------------------------------------------------------
 
 
-def run_ceiling(run: Run, kind: str, topic: str, events: int, timeout: float) -> Measured:
+def run_ceiling(
+    run: Run, workload: str, kind: str, topic: str, events: int, timeout: float
+) -> Measured:
     """``bench.consumers KIND`` in a child process (with the broker's CPU over its window)."""
-    consumer = f"{topic.rsplit('-', 2)[-2]}-{kind}"
+    consumer = f"{workload}-{kind}"
     result = run.workdir / f"{consumer}.json"
     log_path = run.workdir / f"{consumer}.log"
     argv = [sys.executable, "-m", "bench.consumers", kind, "--events", str(events)]
@@ -312,6 +300,8 @@ class WorkerRun:
     samples: list[Sample]
     peak_rss_mb: list[float]
     exact: dict[str, Any] = field(default_factory=dict)
+    # Share of backend samples in each state (``_BackendStates``) during the drain.
+    postgres_backends: dict[str, float] = field(default_factory=dict)
 
     @property
     def first(self) -> Sample:
@@ -352,9 +342,7 @@ class WorkerRun:
             "to_event": high,
             "seconds": round(seconds, 2),
             "events_per_second": round(events / seconds) if seconds > 0 else None,
-            "cpu_us_per_event": round(sum(cpu1.values()) - sum(cpu0.values()), 6) / events * 1e6
-            if events
-            else None,
+            "cpu_us_per_event": (sum(cpu1.values()) - sum(cpu0.values())) / events * 1e6,
         }
 
     def decay(self, width: int) -> dict[str, Any] | None:
@@ -410,6 +398,7 @@ def _source_env(env: dict[str, str], src: Path | None) -> dict[str, str]:
 
 def run_worker(
     run: Run,
+    workload: str,
     label: str,
     topic: str,
     events: int,
@@ -419,7 +408,7 @@ def run_worker(
 ) -> WorkerRun:
     """``python -m streams`` (``processes`` of them, one group) until ``events`` are done,
     then the exactly-once check through the API of the same checkout."""
-    consumer = f"{topic.rsplit('-', 2)[-2]}-{label}"
+    consumer = f"{workload}-{label}"
     env = run.env(topic, consumer)
     asyncio.run(_create_database(run, env))
     started = time.perf_counter()
@@ -439,11 +428,14 @@ def run_worker(
             children.append((child, f"http://127.0.0.1:{port}/metrics"))
         groups = {"worker": [child.pid for child, _ in children]}
         groups.update({name: run.stack.pids[name] for name in SERVERS})
-        samples = _watch_workers(children, groups, events, timeout)
+        backends = _BackendStates(env["DATABASE_URL"])
+        stack.callback(backends.close)
+        samples = _watch_workers(children, groups, events, timeout, backends)
         peaks = [round(peak_rss_mb(child.pid), 1) for child, _ in children]
     measured = WorkerRun(
         label, processes, events, str(src) if src else None, _commit(src), started, samples, peaks
     )
+    measured.postgres_backends = backends.shares()
     checked = time.perf_counter()
     measured.exact = check_exact(run, env, events, src)
     measured.exact["check_seconds"] = round(time.perf_counter() - checked, 1)
@@ -483,11 +475,55 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
+class _BackendStates:
+    """What the run database's client backends are doing, counted over the samples taken.
+
+    ``running``, a wait (``Lock:transactionid``: a row another transaction holds,
+    ``IO:WALSync``...), ``idle`` (waiting for the worker) or ``idle in transaction``: where
+    the write path spends its time on the Postgres side, from ``pg_stat_activity``.
+    """
+
+    _QUERY = """
+        SELECT CASE WHEN state = 'active'
+                    THEN coalesce(wait_event_type || ':' || wait_event, 'running')
+                    ELSE coalesce(state, 'unknown') END AS what,
+               count(*) AS backends
+        FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND backend_type = 'client backend'
+        GROUP BY 1"""
+
+    def __init__(self, database_url: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._conn: asyncpg.Connection | None = None
+        self._url = database_url
+        self.counts: dict[str, int] = {}
+
+    def sample(self) -> None:
+        with contextlib.suppress(Exception):  # diagnostics only: never fail the run on them
+            if self._conn is None:
+                self._conn = self._loop.run_until_complete(asyncpg.connect(self._url))
+            for row in self._loop.run_until_complete(self._conn.fetch(self._QUERY)):
+                self.counts[row["what"]] = self.counts.get(row["what"], 0) + row["backends"]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._loop.run_until_complete(self._conn.close())
+        self._loop.close()
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.counts.values())
+        ordered = sorted(self.counts.items(), key=lambda kv: -kv[1])
+        return {what: round(n / total, 3) for what, n in ordered} if total else {}
+
+
 def _watch_workers(
     children: list[tuple[subprocess.Popen[bytes], str]],
     groups: dict[str, list[int]],
     events: int,
     timeout: float,
+    backends: _BackendStates,
 ) -> list[Sample]:
     """Progress and the stack's CPU at ~2 Hz, from before the first batch to the last."""
     deadline = time.perf_counter() + timeout
@@ -505,6 +541,8 @@ def _watch_workers(
             samples.append(sample)
         if done >= events:
             return samples
+        if done:
+            backends.sample()
         if sample.at > deadline:
             raise RuntimeError(f"the workers finished {done} of {events} events in {timeout:.0f}s")
         time.sleep(POLL_SECONDS)
@@ -640,6 +678,7 @@ def _worker_row(w: WorkerRun, decay_width: int) -> dict[str, Any]:
         "peak_rss_mb": w.peak_rss_mb,
         "decay": w.decay(decay_width),
         "exact": w.exact,
+        "postgres_backends_sampled": w.postgres_backends,
         "progress": [[round(s.at - w.started, 2), s.done] for s in w.samples],
     }
 
@@ -802,6 +841,11 @@ def print_summary(result: WorkloadResult, console: Console, decay_window: int | 
                       us(cpu, "worker"), us(cpu, "postgres"), us(cpu, "redis"), us(cpu, "broker"),
                       "/".join(f"{m:.0f}" for m in w.peak_rss_mb), ratio)  # fmt: skip
     console.print(table)
+    for name, w in result.workers.items():
+        top = ", ".join(
+            f"{what} {share:.0%}" for what, share in list(w.postgres_backends.items())[:5]
+        )
+        console.print(f"{name}: Postgres client backends sampled: {top or 'no samples'}")
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -821,10 +865,12 @@ def measure_workload(
     result = WorkloadResult(workload, events, loaded, load_average_before=os.getloadavg())
     if "aiokafka" in only:
         step("plain aiokafka")
-        result.ceilings["aiokafka"] = run_ceiling(run, "aiokafka", topic, events, timeout)
+        result.ceilings["aiokafka"] = run_ceiling(run, workload, "aiokafka", topic, events, timeout)
     if "faust_noop" in only:
         step("Faust do-nothing agent")
-        result.ceilings["faust_noop"] = run_ceiling(run, "faust-noop", topic, events, timeout)
+        result.ceilings["faust_noop"] = run_ceiling(
+            run, workload, "faust-noop", topic, events, timeout
+        )
     variants = []
     if "worker" in only:
         variants.append(("worker", args.workers))
@@ -832,7 +878,7 @@ def measure_workload(
         variants.append(("workers2", 2))
     for label, processes in variants:
         step(f"{label}: {processes} worker process(es), exactly once")
-        result.workers[label] = run_worker(run, label, topic, events, timeout, processes)
+        result.workers[label] = run_worker(run, workload, label, topic, events, timeout, processes)
     if args.baseline_src:
         baseline_events = args.baseline_events or events
         baseline_topic = topic
@@ -843,7 +889,14 @@ def measure_workload(
             )
         step(f"baseline worker from {args.baseline_src}")
         result.workers["baseline"] = run_worker(
-            run, "baseline", baseline_topic, baseline_events, timeout, 1, args.baseline_src
+            run,
+            workload,
+            "baseline",
+            baseline_topic,
+            baseline_events,
+            timeout,
+            1,
+            args.baseline_src,
         )
     result.load_average_after = os.getloadavg()
     asyncio.run(_delete_topics(run))  # the broker keeps topics in memory: free them now
