@@ -16,6 +16,7 @@ Measured with ``python -m bench.ingest``; bench/README.md has the figures and wh
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -143,10 +144,10 @@ WITH batch AS (
     ) AS parts
     GROUP BY 1, 2, 3, 4, 5
 ), upserted AS (
-    INSERT INTO interaction_bucket AS b ({_KEY}, {count_list}, distinct_count)
-    SELECT * FROM deltas WHERE period IN ({stored})
+    INSERT INTO interaction_bucket AS b ({_KEY}, {count_list}, distinct_count, shard)
+    SELECT *, $12::int2 FROM deltas WHERE period IN ({stored})
     ORDER BY {_KEY}
-    ON CONFLICT ({_KEY}) DO UPDATE SET
+    ON CONFLICT ({_KEY}, shard) DO UPDATE SET
         {increments}
     RETURNING 1
 ), batch_id AS (
@@ -205,10 +206,20 @@ def hot_bucket(row: asyncpg.Record) -> HotBucket:
     )
 
 
+# Shards a worker may write (core/migrations/0002_write_path.sql): more than workers ever run.
+SHARDS = 16
+
+
+def own_shard() -> int:
+    """This process's shard: distinct processes rarely share one, and when they do they only
+    wait for each other's row locks, they count the same."""
+    return os.getpid() % SHARDS
+
+
 async def write_batch(
-    pool: asyncpg.Pool, events: Sequence[Interaction], now: datetime
+    pool: asyncpg.Pool, events: Sequence[Interaction], now: datetime, shard: int = 0
 ) -> WrittenBatch:
-    """Commit the batch's new events and their counters atomically.
+    """Commit the batch's new events and their counters atomically, into bucket ``shard``.
 
     ``now`` decides which buckets Redis still keeps (their deltas go to the outbox).
     """
@@ -221,6 +232,7 @@ async def write_batch(
             kept[Period.DAILY],
             kept[Period.WEEKLY],
             kept[Period.MONTHLY],
+            shard,
         )
     new_events = rows[0]["new_events"]
     buckets = [hot_bucket(row) for row in rows if row["batch_id"] is not None]
