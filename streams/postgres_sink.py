@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
 import asyncpg
 
@@ -34,6 +34,7 @@ from core.periods import (
 )
 from streams.counters import unique_by_id
 from streams.events import KNOWN_TYPES, Interaction
+from streams.outbox import HotBucket, hot_bucket
 
 # Dimension -> the history column holding its group id.
 DIMENSION_COLUMNS: dict[str, str] = {
@@ -174,18 +175,6 @@ WRITE_BATCH = _write_batch_sql()
 
 
 @dataclass(frozen=True, slots=True)
-class HotBucket:
-    """A bucket's deltas for Redis: ``counts[i]`` (COUNTERS order) of ``groups[i]``."""
-
-    tenant_id: str
-    dimension: str
-    period: Period
-    start: date
-    groups: list[str]
-    counts: list[list[int]]
-
-
-@dataclass(frozen=True, slots=True)
 class WrittenBatch:
     """What one committed batch changed; ``batch_id`` is None when Redis has nothing to apply."""
 
@@ -193,17 +182,6 @@ class WrittenBatch:
     new_events: int
     duplicates: int
     buckets: list[HotBucket]
-
-
-def hot_bucket(row: asyncpg.Record) -> HotBucket:
-    return HotBucket(
-        row["tenant_id"],
-        row["dimension"],
-        Period(row["period"]),
-        row["bucket_start"],
-        row["groups"],
-        row["counts"],
-    )
 
 
 # Shards a worker may write (core/migrations/0002_write_path.sql): more than workers ever run.

@@ -32,7 +32,7 @@ from core.periods import (
     redis_expiry,
 )
 from streams import outbox
-from streams.postgres_sink import HotBucket
+from streams.outbox import HotBucket
 
 log = logging.getLogger(__name__)
 
