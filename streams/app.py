@@ -143,12 +143,15 @@ async def report_consumer_lag() -> None:
 @app.task
 async def serve_metrics() -> None:
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="0.0.0.0")  # noqa: S104
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
 
 
 def run_worker(loglevel: str = "info") -> None:
     """Run this process as a Faust worker until stopped."""
     from faust import Worker
 
-    worker = Worker(app, loglevel=loglevel, quiet=True)
+    from core.logs import logging_config
+
+    # JSON lines like every other process (core.logs), instead of Faust's coloured text.
+    worker = Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config(loglevel))
     worker.execute_from_commandline()
