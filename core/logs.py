@@ -85,8 +85,9 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Install the JSON handler on the root logger (idempotent)."""
+    """Install the JSON handler on the root logger (idempotent); Python warnings go through it."""
     logging.config.dictConfig(logging_config(level))
+    logging.captureWarnings(True)
 
 
 def audit(action: str, actor: dict[str, str], **details: Any) -> None:

@@ -283,7 +283,9 @@ async def test_dashboard_shows_the_apis_numbers_and_follows_new_events(
         await page.fill("#key-input", key)
         await page.click("#key-submit")
         await ui.wait_matches("the page never showed the API's action summary")
-        assert await page.evaluate("localStorage.getItem('interaction-summary.apiKey')") == key
+        # Kept for the tab's session only: "remember" was not ticked.
+        assert await page.evaluate("sessionStorage.getItem('interaction-summary.apiKey')") == key
+        assert await page.evaluate("localStorage.getItem('interaction-summary.apiKey')") is None
         rows = {r["key"]: r["texts"] for r in await ui.table()}
         assert list(rows) == ["OFF-GOLD", "OFF-MORT", "OFF-NEW"]
         gold = next(r for r in ui.last_api["summary"] if r["id"] == "OFF-GOLD")
