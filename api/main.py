@@ -33,10 +33,12 @@ log = logging.getLogger(__name__)
 POOL_SIZE = 10
 
 
-async def _connect_postgres(stores: Stores) -> None:
+async def _connect_postgres(stores: Stores, settled: asyncio.Event) -> None:
     """Open the pool, retrying while Postgres is down or its schema is not current: the API
     starts (and /health answers) anyway. The API never migrates: it may run as a role that
-    cannot (README "Security"); ``interaction-summary migrate`` does."""
+    cannot (README "Security"); ``interaction-summary migrate`` does. ``settled`` is set once
+    connected, or once Postgres answered that the schema is not usable (waiting for
+    ``migrate`` must not hold up start-up)."""
     settings = stores.settings
     delay = 0.5
     while stores.pool is None:
@@ -53,6 +55,7 @@ async def _connect_postgres(stores: Stores) -> None:
                 acquire_timeout=settings.api_pool_acquire_timeout_seconds,
             )
         except SchemaError as exc:
+            settled.set()
             log.error("postgres schema not usable, retrying in %.1fs: %s", delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)  # one cheap query: notice `migrate` soon
@@ -60,6 +63,7 @@ async def _connect_postgres(stores: Stores) -> None:
             log.warning("postgres not reachable yet, retrying in %.1fs error=%r", delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+    settled.set()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -79,9 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             heavy_reads=asyncio.Semaphore(POOL_SIZE // 2),
         )
         app.state.stores = stores
-        connecting = asyncio.create_task(_connect_postgres(stores))
+        settled = asyncio.Event()
+        connecting = asyncio.create_task(_connect_postgres(stores, settled))
         with suppress(asyncio.TimeoutError):  # a slow Postgres must not block start-up
-            await asyncio.wait_for(asyncio.shield(connecting), timeout=10)
+            await asyncio.wait_for(settled.wait(), timeout=10)
         yield
         connecting.cancel()
         if stores.pool is not None:

@@ -65,7 +65,9 @@ def up(
     not started. Ctrl-C stops everything.
     """
     from cli.stack import StackOptions, run_up
+    from core.logs import configure_logging
 
+    configure_logging("WARNING")  # interactive: the live table tells the rest; parts log to files
     options = StackOptions(state_dir.resolve(), demo, demo_rate, api_port)
     raise typer.Exit(run_up(options, console))
 
@@ -206,7 +208,10 @@ def produce(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Publish interaction events, keyed by customerId, with a progress bar."""
+    from core.logs import configure_logging
+
     settings = get_settings()
+    configure_logging("WARNING")  # interactive: the progress bar tells the rest
     if file is None and count is None and rate == 0:
         raise typer.BadParameter("synthetic events need --count or --rate (else they never end)")
     with contextlib.ExitStack() as opened:

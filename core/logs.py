@@ -58,7 +58,9 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def logging_config(level: str = "INFO") -> dict[str, Any]:
+def logging_config(
+    level: str = "INFO", formatter: type[logging.Formatter] = JsonFormatter
+) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` document: JSON to stderr, for the root and every library.
 
     Uvicorn's and Faust's own loggers propagate to the root, so their records are JSON too.
@@ -66,7 +68,7 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
+        "formatters": {"json": {"()": formatter}},
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": sys.stderr}
         },

@@ -9,11 +9,13 @@ from datetime import timedelta
 from typing import Any
 
 import faust
+from mode.utils.logging import ExtensionFormatter
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from core.config import Settings, get_settings
 from core.db import create_pool
+from core.logs import JsonFormatter, logging_config
 from streams.metrics import CONSUMER_LAG
 from streams.pipeline import BatchProcessor, DeadLetter, RawMessage
 from streams.redis_sink import RedisSink
@@ -146,12 +148,25 @@ async def serve_metrics() -> None:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
 
 
+class WorkerLogFormatter(JsonFormatter):
+    """JSON lines (core.logs) with Faust's own rendering of log arguments, e.g. an assignment's
+    partitions as the table operators (and tests/integration/faults.py) read."""
+
+    _format_args = ExtensionFormatter._format_args
+    format_arg = ExtensionFormatter.format_arg
+    _format_arg = ExtensionFormatter._format_arg
+    _format_arg2 = ExtensionFormatter._format_arg2
+
+    def format(self, record: logging.LogRecord) -> str:
+        self._format_args(record)
+        return super().format(record)
+
+
 def run_worker(loglevel: str = "info") -> None:
     """Run this process as a Faust worker until stopped."""
     from faust import Worker
 
-    from core.logs import logging_config
-
     # JSON lines like every other process (core.logs), instead of Faust's coloured text.
-    worker = Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config(loglevel))
+    config = logging_config(loglevel, WorkerLogFormatter)
+    worker = Worker(app, loglevel=loglevel, quiet=True, logging_config=config)
     worker.execute_from_commandline()
