@@ -12,10 +12,15 @@ import asyncpg
 
 from api.summary import GroupBy, GroupCounts, Page
 from core.db import Connection
-from core.periods import Period
+from core.distinct import TAG_CODES, tag
+from core.periods import Period, days_of
 
 _COUNTER_COLUMNS = "impression, click, dismiss, accept, convert, total"
+_TYPES = ("impression", "click", "dismiss", "accept", "convert")
+_TYPE_SUMS = ", ".join([*(f"sum({t})::int8 AS {t}" for t in _TYPES), "sum(total)::int8 AS total"])
 
+# Daily and all-time buckets are stored; a page of one is a top-N sort of its rows (there is
+# no index on the counters, so that increments stay HOT updates: see migration 0002).
 PERIOD_HAS_DATA = """
 SELECT EXISTS (SELECT 1 FROM interaction_bucket
                WHERE tenant_id = $1 AND dimension = 'action' AND period = $2 AND bucket_start = $3)
@@ -33,15 +38,14 @@ SELECT count(*) FROM interaction_bucket
 WHERE tenant_id = $1 AND dimension = $2 AND period = $3 AND bucket_start = $4
 """
 
+# Weekly and monthly buckets and rolling windows: sums of daily buckets.
 ROLLING_HAS_DATA = """
 SELECT EXISTS (SELECT 1 FROM interaction_bucket
                WHERE tenant_id = $1 AND dimension = 'action' AND period = 'daily'
                  AND bucket_start BETWEEN $2 AND $3)
 """
-ROLLING_PAGE = """
-SELECT group_id, sum(impression)::int8 AS impression, sum(click)::int8 AS click,
-       sum(dismiss)::int8 AS dismiss, sum(accept)::int8 AS accept,
-       sum(convert)::int8 AS convert, sum(total)::int8 AS total, 0::int8 AS distinct_count,
+ROLLING_PAGE = f"""
+SELECT group_id, {_TYPE_SUMS}, 0::int8 AS distinct_count,
        count(*) OVER () AS groups
 FROM interaction_bucket
 WHERE tenant_id = $1 AND dimension = $2 AND period = 'daily' AND bucket_start BETWEEN $3 AND $4
@@ -53,11 +57,13 @@ ROLLING_COUNT = """
 SELECT count(DISTINCT group_id) FROM interaction_bucket
 WHERE tenant_id = $1 AND dimension = $2 AND period = 'daily' AND bucket_start BETWEEN $3 AND $4
 """
-# Distinct items over several days cannot be summed from daily counts: count the pairs.
-ROLLING_DISTINCT = """
-SELECT group_id, count(DISTINCT item_id) AS n FROM bucket_distinct
-WHERE tenant_id = $1 AND dimension = $2 AND period = 'daily' AND bucket_start BETWEEN $3 AND $4
-  AND group_id = ANY($5::text[])
+# Distinct items over several days cannot be summed from daily counts: a pair counts when it
+# was seen on any day of the range ($3, $4: the first and last day's daily tags).
+ROLLING_DISTINCT = f"""
+SELECT group_id, count(*) AS n FROM distinct_seen
+WHERE tenant_id = $1 AND dimension = $2 AND group_id = ANY($5::text[])
+  AND EXISTS (SELECT 1 FROM unnest(tags) AS t
+              WHERE t BETWEEN $3 AND $4 AND t % 4 = {TAG_CODES[Period.DAILY]})
 GROUP BY group_id
 """
 
@@ -72,11 +78,9 @@ GROUP BY group_id
 #   counts the distinct actions of the page's customers only, as rolling_page does
 #   (3.6 s -> 2.0 s on a loaded machine; the hash aggregation of 200,000 groups is most of it).
 _HISTORY_RANGE = "tenant_id = $1 AND ts >= $2 AND ($3::timestamptz IS NULL OR ts < $3)"
-_TYPES = ("impression", "click", "dismiss", "accept", "convert")
 _TYPE_COUNTS = ",\n       ".join(
     [*(f"count(*) FILTER (WHERE type = '{t}') AS {t}" for t in _TYPES), "count(*) AS total"]
 )
-_TYPE_SUMS = ", ".join([*(f"sum({t})::int8 AS {t}" for t in _TYPES), "sum(total)::int8 AS total"])
 
 
 def _history_plain_sql(column: str, extra: str) -> str:
@@ -143,7 +147,7 @@ HISTORY_SETTINGS = (
 )
 
 TIMESERIES_BUCKETS = f"""
-SELECT bucket_start AS day, {", ".join(f"sum({c})::int8 AS {c}" for c in _COUNTER_COLUMNS.split(", "))}
+SELECT bucket_start AS day, {_TYPE_SUMS}
 FROM interaction_bucket
 WHERE tenant_id = $1 AND dimension = 'action' AND period = 'daily' AND bucket_start BETWEEN $2 AND $3
 GROUP BY bucket_start
@@ -205,6 +209,9 @@ async def period_page(
     offset: int,
 ) -> Page | None:
     """A page from one period's buckets; None when the period has no bucket at all."""
+    days = days_of(period, start)
+    if days is not None:
+        return await rolling_page(pool, tenant, group_by, *days, limit, offset)
     async with pool.acquire() as conn:
         if not await conn.fetchval(PERIOD_HAS_DATA, tenant, period, start):
             return None
@@ -229,7 +236,8 @@ async def rolling_page(
         page = await _paged(conn, ROLLING_PAGE, ROLLING_COUNT, args, limit, offset)
         if group_by in (GroupBy.CUSTOMER, GroupBy.CHANNEL) and page.groups:
             ids = [g.group_id for g in page.groups]
-            found = await conn.fetch(ROLLING_DISTINCT, *args, ids)
+            tags = (tag(Period.DAILY, first), tag(Period.DAILY, last))
+            found = await conn.fetch(ROLLING_DISTINCT, tenant, group_by.value, *tags, ids)
             distinct = {r["group_id"]: r["n"] for r in found}
             page = Page(
                 page.total_groups,

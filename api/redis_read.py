@@ -17,19 +17,22 @@ from core.periods import Period
 # hundreds of bulk strings in Python cost more than everything else in a request (py-spy,
 # bench/api_load.py), one string is parsed by orjson in microseconds.
 # KEYS: ready, rank of the action dimension (has the period any data?), rank, counts.
-# ARGV: first index, last index, then the counter names.
+# ARGV: first index, last index, then the counter names of the hash (the total is the score).
 READ_PAGE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 0 then
   return false
 end
-local members = redis.call('ZRANGE', KEYS[3], ARGV[1], ARGV[2])
-local fields = {}
-for _, m in ipairs(members) do
+local ranked = redis.call('ZRANGE', KEYS[3], ARGV[1], ARGV[2], 'WITHSCORES')
+local members, scores, fields = {}, {}, {}
+for i = 1, #ranked, 2 do
+  local m = ranked[i]
+  members[#members + 1] = m
+  scores[#scores + 1] = ranked[i + 1]
   for c = 3, #ARGV do fields[#fields + 1] = ARGV[c] .. ':' .. m end
 end
 local values = {}
 if #fields > 0 then values = redis.call('HMGET', KEYS[4], unpack(fields)) end
-return cjson.encode({redis.call('ZCARD', KEYS[3]), members, values})
+return cjson.encode({redis.call('ZCARD', KEYS[3]), members, scores, values})
 """
 
 
@@ -62,7 +65,7 @@ class RedisReader:
             keys.counts_key(p, tenant, dim, per, start),
         ]
         result = await self._read_page(
-            keys=script_keys, args=[offset, offset + limit - 1, *keys.COUNTERS]
+            keys=script_keys, args=[offset, offset + limit - 1, *keys.HASH_COUNTERS]
         )
         if result is None:
             return None
@@ -77,12 +80,13 @@ class RedisReader:
 
 def _parse(result: bytes) -> Page:
     """The script's JSON reply as a Page."""
-    total_groups, members, values = orjson.loads(result)
+    total_groups, members, scores, values = orjson.loads(result)
     # cjson writes an empty Lua table as {}; a missing field comes back as false (int: 0).
     counts = list(map(int, values or ()))
-    width = len(keys.COUNTERS)
-    groups = [
-        GroupCounts(member, *counts[i * width : (i + 1) * width])
-        for i, member in enumerate(members or ())
-    ]
+    width = len(keys.HASH_COUNTERS)
+    groups = []
+    for i, member in enumerate(members or ()):
+        named = dict(zip(keys.HASH_COUNTERS, counts[i * width : (i + 1) * width], strict=True))
+        named["total"] = -int(float(scores[i]))
+        groups.append(GroupCounts(member, *(named[c] for c in keys.COUNTERS)))
     return Page(int(total_groups), groups)

@@ -4,11 +4,9 @@
 
 Data: the current month holds ``--rows`` synthetic interactions (``bench.history``: the
 synthetic catalog and distributions, with every one of the 1,000 actions and 200,000
-customers at least once), counted into the month's Postgres buckets, and Redis filled from
-Postgres by the worker's own resync (``RedisSink.resync``), as after a Redis restart. So the
-API answers from Redis, as it does for every current period. (The buckets are aggregated by
-one SQL statement per dimension here; ``streams.rebuild`` would do the same for every period
-type and took minutes for a million rows.)
+customers at least once), counted into Postgres buckets by ``streams.rebuild``, and Redis
+filled from Postgres by the worker's own resync (``RedisSink.resync``), as after a Redis
+restart. So the API answers from Redis, as it does for every current period.
 
 Load (``bench.loadgen``: ``wrk`` if installed, else a Python client; the results say which):
 100 connections, one ``wrk`` thread, each connection polling the four ``groupBy`` values in
@@ -48,6 +46,7 @@ from bench import history, loadgen, services
 from bench.report import RESULTS_DIR, Figure, Report, Target, make_console, peak_rss_mb
 from bench.synthetic import make_catalog
 from core.periods import Period, bucket_start
+from streams.rebuild import rebuild_postgres
 from streams.redis_sink import RedisSink
 
 GROUPINGS = ("action", "treatment", "channel", "customer")
@@ -58,56 +57,34 @@ TARGET_RSS_MB = 150.0
 # A dashboard client's pause after each answer in the polling run.
 PAUSE_MS = 500.0
 
-_COUNTS = """
-       count(*) FILTER (WHERE type = 'impression'), count(*) FILTER (WHERE type = 'click'),
-       count(*) FILTER (WHERE type = 'dismiss'), count(*) FILTER (WHERE type = 'accept'),
-       count(*) FILTER (WHERE type = 'convert'), count(*)"""
-# The month's buckets of each dimension from the month's history ($1: the month's first day).
-MONTH_BUCKETS = f"""
-INSERT INTO interaction_bucket
-    (tenant_id, dimension, period, bucket_start, group_id,
-     impression, click, dismiss, accept, convert, total, distinct_count)
-SELECT tenant_id, 'action', 'monthly', $1, action_id, {_COUNTS}, 0
-FROM interaction_history WHERE ts >= $1 GROUP BY tenant_id, action_id
-UNION ALL
-SELECT tenant_id, 'treatment', 'monthly', $1, treatment_id, {_COUNTS}, 0
-FROM interaction_history WHERE ts >= $1 AND treatment_id IS NOT NULL
-GROUP BY tenant_id, treatment_id
-UNION ALL
-SELECT tenant_id, 'channel', 'monthly', $1, channel_id, {_COUNTS}, count(DISTINCT treatment_id)
-FROM interaction_history WHERE ts >= $1 AND channel_id IS NOT NULL
-GROUP BY tenant_id, channel_id
-UNION ALL
-SELECT tenant_id, 'customer', 'monthly', $1, customer_id, {_COUNTS}, count(DISTINCT action_id)
-FROM interaction_history WHERE ts >= $1 GROUP BY tenant_id, customer_id
-"""
-
 console = make_console()
 
 
 async def _prepare(settings: Any, rows: int, catalog: Any) -> dict[str, Any]:
-    """History of the month so far, its monthly buckets in Postgres, Redis resynced."""
+    """History of the month so far, its buckets in Postgres (the rebuild), Redis resynced."""
     now = datetime.now(UTC)
     month = bucket_start(Period.MONTHLY, now.date())
     start = datetime(month.year, month.month, month.day, tzinfo=UTC)
     conn = await asyncpg.connect(settings.database_url)
     try:
         seconds = await history.generate(conn, catalog, rows, start, now, cover=True)
-        await conn.execute(MONTH_BUCKETS, start)
-        counted = await conn.fetch(
-            "SELECT dimension, count(*) AS n FROM interaction_bucket GROUP BY dimension"
-        )
-        groups = {r["dimension"]: r["n"] for r in counted}
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     redis = Redis.from_url(settings.redis_url)
     try:
-        if not await RedisSink(redis, pool, settings.redis_prefix).resync():
+        await rebuild_postgres(pool)
+        counted = await pool.fetch(
+            "SELECT dimension, count(DISTINCT group_id) AS n FROM interaction_bucket"
+            " WHERE period = 'daily' AND bucket_start >= $1 GROUP BY dimension",
+            month,
+        )
+        if not await RedisSink(redis, settings.redis_prefix).resync(pool):
             raise RuntimeError("another process holds the resync lock")
     finally:
         await redis.aclose()
         await pool.close()
+    groups = {r["dimension"]: r["n"] for r in counted}
     return {"history_seconds": round(seconds, 1), "groups_in_month": groups}
 
 

@@ -4,7 +4,9 @@
 of the topic named by ``INTERACTION_SUMMARY_TOPIC`` and writes to FILE, as JSON: events,
 seconds from the first message to the last, seconds to the first message (group join
 included), CPU seconds used in between and the process's peak RSS. (A file, not stdout:
-Faust's worker takes stdout over for its logging.)
+Faust's worker takes stdout over for its logging.) ``--watch broker=PID`` (repeatable)
+also measures the CPU other processes (the broker) used over the same window, sampled here
+at the first batch and the last so that the window is exactly the consumer's.
 
 - ``aiokafka``: a plain consumer group member that only counts (what Python can read).
 - ``faust-noop``: the worker's own Faust app (``create_app``) and batch settings, with an
@@ -20,12 +22,13 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import kafka
-from bench.report import peak_rss_mb
+from bench.report import peak_rss_mb, stack_cpu_seconds
 
 _STARTED = time.perf_counter()
 
@@ -39,19 +42,42 @@ class Measured:
     startup_seconds: float
     cpu_seconds: float
     peak_rss_mb: float
+    # CPU seconds of the watched processes (name: seconds) over the same window.
+    watched_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+class _Watched:
+    """CPU of other processes (by name: their pids) between ``start()`` and ``stop()``."""
+
+    def __init__(self, groups: Mapping[str, list[int]]) -> None:
+        self._groups = groups
+        self._start: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._start = stack_cpu_seconds(self._groups)
+
+    def stop(self) -> dict[str, float]:
+        end = stack_cpu_seconds(self._groups)
+        return {name: round(end[name] - self._start.get(name, end[name]), 3) for name in end}
+
+
 def _report(measured: Measured, result: Path) -> None:
-    result.write_text(json.dumps(asdict(measured)))
+    """Write the result whole (the parent polls for the file, then stops this process)."""
+    partial = result.with_suffix(".partial")
+    partial.write_text(json.dumps(asdict(measured)))
+    partial.replace(result)
 
 
-async def _aiokafka(bootstrap: str, topic: str, events: int, group: str, result: Path) -> None:
+async def _aiokafka(
+    bootstrap: str, topic: str, events: int, group: str, result: Path, watched: _Watched
+) -> None:
     called, cpu = time.perf_counter(), time.process_time()
-    drained = await kafka.drain(bootstrap, topic, events, group)
+    drained = await kafka.drain(bootstrap, topic, events, group, on_first=watched.start)
+    others = watched.stop()
     # CPU of the whole drain: the group join costs next to nothing.
     _report(
         Measured(
@@ -60,12 +86,13 @@ async def _aiokafka(bootstrap: str, topic: str, events: int, group: str, result:
             called - _STARTED + drained.startup_seconds,
             time.process_time() - cpu,
             peak_rss_mb(),
+            others,
         ),
         result,
     )
 
 
-def _faust_noop(events: int, result: Path) -> None:
+def _faust_noop(events: int, result: Path, watched: _Watched) -> None:
     """Run the worker's Faust app with a do-nothing agent until ``events`` were taken."""
     from faust import Worker
 
@@ -93,8 +120,10 @@ def _faust_noop(events: int, result: Path) -> None:
             if not seen["first"]:
                 seen["first"], seen["cpu"] = time.perf_counter(), time.process_time()
                 seen["in_first"] = seen["events"]
+                watched.start()
             if seen["events"] >= events and seen["first"] > 0:
                 now = time.perf_counter()
+                others = watched.stop()
                 _report(
                     Measured(
                         int(seen["events"] - seen["in_first"]),
@@ -102,6 +131,7 @@ def _faust_noop(events: int, result: Path) -> None:
                         seen["first"] - _STARTED,
                         time.process_time() - seen["cpu"],
                         peak_rss_mb(),
+                        others,
                     ),
                     result,
                 )
@@ -124,7 +154,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="NAME=PID[,PID...]",
+        help="also measure these processes' CPU (with their descendants) over the window",
+    )
     args = parser.parse_args(argv)
+    watched = _Watched(
+        {name: [int(p) for p in pids.split(",") if p] for name, _, pids in
+         (w.partition("=") for w in args.watch)}
+    )  # fmt: skip
     if args.uvloop:
         use_uvloop()
     if args.kind == "aiokafka":
@@ -135,10 +176,11 @@ def main(argv: list[str] | None = None) -> None:
                 args.events,
                 os.environ["INTERACTION_SUMMARY_CONSUMER_GROUP"],
                 args.result,
+                watched,
             )
         )
     else:
-        _faust_noop(args.events, args.result)
+        _faust_noop(args.events, args.result, watched)
     sys.exit(0)
 
 

@@ -15,7 +15,10 @@ response that lists it: an upper bound, at most one poll interval plus one reque
 The ceiling is the same probe with no background traffic (measured first, same run): what
 the batch window, the broker and the stores cost on their own. Afterwards Postgres tells
 whether the worker kept up: the background events it stored, and over how long
-(``received_at``), is the rate it actually sustained.
+(``received_at``), is the rate it actually sustained. The topic's end offsets before and
+after the window give the rate actually offered (the producer must reach ``--rate``), and
+the window's CPU (worker, Postgres, Redis, broker, from /proc) over the events stored is the
+whole-stack CPU per event, as ``bench.ingest`` reports it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench import services
+from bench import kafka, services
 from bench.report import (
     Figure,
     Report,
@@ -46,7 +49,7 @@ from bench.report import (
     make_console,
     peak_rss_mb,
     percentile,
-    tree_cpu_seconds,
+    stack_cpu_seconds,
 )
 from bench.synthetic import make_catalog
 from core.config import Settings
@@ -226,18 +229,30 @@ async def run(
                 report.servers.update(await services.server_versions(settings))
                 await services.catalog_and_key(settings, make_catalog(0))
                 key = await services.viewer_key(settings, TENANT)
-                # CPU of the embedded servers too (those from the environment are not ours).
-                embedded_pids = {s.name: s.process.pid for s in srv.started}
+                # CPU of the servers too (from the environment: found by port, see services).
+                server_pids = services.server_pids(srv)
                 with services.worker(settings, work / "logs") as worker:
                     async with services.api(settings, work / "logs") as api:
                         await _measure(
-                            report, settings, api, worker.pid, embedded_pids, key, rate, seconds,
+                            report, settings, api, worker.pid, server_pids, key, rate, seconds,
                             idle_seconds, poll_ms, work,
                         )  # fmt: skip
                         report.details["api_peak_rss_mb"] = round(peak_rss_mb(api.pid), 1)
                     report.details["worker_peak_rss_mb"] = round(peak_rss_mb(worker.pid), 1)
                     if not worker.running:
                         raise RuntimeError(f"the worker died:\n{worker.log_tail()}")
+    offered = report.details["offered"]
+    report.add(
+        Figure(
+            "background rate offered (published in the window)",
+            offered["rate"],
+            "events/s",
+            rate,
+            "rate asked for",
+            (Target(">=", 0.95, of="ratio"),),
+            note=f"{offered['events']:,} events in {offered['seconds']:.0f}s",
+        )
+    )
     stored = report.details["worker_stored"]
     report.add(
         Figure(
@@ -258,7 +273,7 @@ async def _measure(
     settings: Settings,
     api: services.Service,
     worker_pid: int,
-    servers: dict[str, int],
+    servers: dict[str, list[int]],
     key: str,
     rate: float,
     seconds: float,
@@ -292,23 +307,34 @@ async def _measure(
             with console.status(f"background {rate:,.0f} events/s: markers for {seconds:.0f}s"):
                 window_start = await _db_now(settings)
                 pids = {
-                    "worker": worker_pid,
-                    "api": api.pid,
-                    "producer": background.pid,
+                    "worker": [worker_pid],
+                    "api": [api.pid],
+                    "producer": [background.pid],
                     **servers,
                 }
-                cpu_before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+                offsets_before = await kafka.end_offsets(
+                    settings.kafka_bootstrap_servers, settings.topic
+                )
+                cpu_before = stack_cpu_seconds(pids)
                 own_before = cpu_seconds()
                 busy_before, wall_before = machine_busy_seconds(), time.perf_counter()
                 loaded = await probe.markers(producer, seconds)
                 wall = time.perf_counter() - wall_before
+                cpu_used = {n: c - cpu_before[n] for n, c in stack_cpu_seconds(pids).items()}
                 report.details["cores_used_in_window"] = {
-                    **{
-                        n: round((tree_cpu_seconds(p) - cpu_before[n]) / wall, 2)
-                        for n, p in pids.items()
-                    },
+                    **{n: round(c / wall, 2) for n, c in cpu_used.items()},
                     "probe (this process)": round((cpu_seconds() - own_before) / wall, 2),
                     "machine": round((machine_busy_seconds() - busy_before) / wall, 2),
+                }
+                offsets_after = await kafka.end_offsets(
+                    settings.kafka_bootstrap_servers, settings.topic
+                )
+                published = sum(offsets_after.values()) - sum(offsets_before.values())
+                report.details["offered"] = {
+                    "events": published - len(loaded),
+                    "seconds": round(wall, 2),
+                    "rate": (published - len(loaded)) / wall,
+                    "markers": len(loaded),
                 }
                 window_end = await _db_now(settings)
                 await probe.wait_seen(loaded, 10)
@@ -332,6 +358,26 @@ async def _measure(
     report.details["loaded"] = _summary(loaded_ms, loaded_lost)
     report.details["polls"] = probe.polls
     report.details["worker_stored"] = await _worker_rate(settings, window_start, window_end)
+    stored = report.details["worker_stored"]["events"]
+    counted = ["worker", *(n for n in ("postgres", "redis", "broker") if servers.get(n))]
+    stack = {n: cpu_used[n] for n in counted}
+    unseen = [n for n, p in servers.items() if not p]
+    if stored:
+        per_event = {n: c / stored * 1e6 for n, c in stack.items()}
+        report.details["cpu_us_per_stored_event"] = {
+            **{n: round(v, 1) for n, v in per_event.items()},
+            "stack": round(sum(per_event.values()), 1),
+        }
+        report.add(
+            Figure(
+                "whole-stack CPU per stored event",
+                sum(per_event.values()),
+                "µs/event",
+                note=" + ".join(f"{n} {v:.0f}" for n, v in per_event.items())
+                + (f" ({', '.join(unseen)} not seen: not counted)" if unseen else "")
+                + "; Redis/Postgres include the API polls",
+            )
+        )
     ceiling = "no background traffic"
     note = f"{len(loaded_ms):,} markers, {loaded_lost} not seen within 10 s after the window"
     for q in (50, 99):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -106,11 +106,17 @@ class Drained:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-async def drain(bootstrap: str, topic: str, events: int, group: str) -> Drained:
+async def drain(
+    bootstrap: str,
+    topic: str,
+    events: int,
+    group: str,
+    on_first: Callable[[], None] | None = None,
+) -> Drained:
     """Read ``events`` messages from the start of ``topic`` as one group member, plain aiokafka.
 
     The ceiling for any Kafka consumer in Python on this broker: no processing, offsets
-    committed as usual (auto commit).
+    committed as usual (auto commit). ``on_first`` is called when the first batch arrives.
     """
     started = time.perf_counter()
     consumer = AIOKafkaConsumer(
@@ -120,6 +126,10 @@ async def drain(bootstrap: str, topic: str, events: int, group: str) -> Drained:
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=16 * 1024 * 1024,
+        # Tansu holds a group's first join for half the session timeout (bench/README):
+        # the worker's 6 s, so every consumer here joins in about 3 s.
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1500,
     )
     await consumer.start()
     seen = in_first = 0
@@ -130,6 +140,8 @@ async def drain(bootstrap: str, topic: str, events: int, group: str) -> Drained:
             seen += sum(len(messages) for messages in batches.values())
             if batches and not first:
                 first, in_first = time.perf_counter(), seen
+                if on_first is not None:
+                    on_first()
         last = time.perf_counter()
     finally:
         await consumer.stop()

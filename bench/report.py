@@ -8,13 +8,14 @@ and what the machine was, so a number in the README can always be traced to its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import operator
 import os
 import platform
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -285,14 +286,29 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def cpu_seconds(pid: int | str = "self") -> float:
-    """User + system CPU seconds a process has used so far (Linux ``/proc``); 0 if unknown."""
+# --- processes: CPU from /proc -------------------------------------------------------------
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """``/proc/PID/stat`` after the command name (field 3, the state, comes first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int | str = "self", *, reaped_children: bool = False) -> float:
+    """User + system CPU seconds of a process (all its threads) so far; 0 if unknown.
+
+    With ``reaped_children``, plus those of its children that exited and were waited for
+    (``cutime``, ``cstime``): a Postgres server's short-lived backends and autovacuum workers.
+    """
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        fields = _stat_fields(pid)
+    except (OSError, IndexError):
         return 0.0
-    # After the command name: state is field 3, utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # utime, stime, cutime, cstime are fields 14-17 of the stat line.
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_seconds() -> float:
@@ -305,21 +321,91 @@ def machine_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """``cpu_seconds`` of a process and its live descendants (Postgres backends, say)."""
-    parents: dict[int, int] = {}
+@dataclass(frozen=True, slots=True)
+class _Process:
+    ppid: int
+    name: str
+    cpu: float  # its own and its reaped children's CPU seconds
+
+
+def _process_table() -> dict[int, _Process]:
+    """Every live process: parent, command name (``comm``) and CPU, in one pass over /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-                )
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, ppid in parents.items() if ppid == parent]
-        tree.update(children)
-        frontier.extend(children)
-    return sum(cpu_seconds(p) for p in tree)
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+            head, tail = text.rsplit(")", 1)
+            fields = tail.split()
+            ticks = sum(int(f) for f in fields[11:15])
+            table[int(entry.name)] = _Process(int(fields[1]), head.split("(", 1)[1], ticks / tick)
+        except (OSError, IndexError, ValueError):
+            continue  # exited while we read
+    return table
+
+
+def stack_cpu_seconds(groups: Mapping[str, Iterable[int]]) -> dict[str, float]:
+    """CPU seconds so far of each named group of process trees (roots and live descendants).
+
+    A member's reaped children count too, so the delta of two samples includes the backends
+    a Postgres server forked and reaped in between (a process alive at the first sample that
+    exits before the second is counted by its parent's ``cutime``: nothing is lost).
+    """
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, process in table.items():
+        children.setdefault(process.ppid, []).append(pid)
+    totals = {}
+    for name, roots in groups.items():
+        seen: set[int] = set()
+        frontier = [pid for pid in roots if pid in table]
+        while frontier:
+            pid = frontier.pop()
+            if pid not in seen:
+                seen.add(pid)
+                frontier.extend(children.get(pid, ()))
+        totals[name] = sum(table[pid].cpu for pid in seen)
+    return totals
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its descendants (live, or exited and reaped)."""
+    return stack_cpu_seconds({"tree": [pid]})["tree"]
+
+
+def pids_named(name: str) -> list[int]:
+    """Live processes whose command name (``comm``, at most 15 characters) starts with ``name``."""
+    return sorted(pid for pid, p in _process_table().items() if p.name.startswith(name[:15]))
+
+
+def listening_pids(port: int) -> list[int]:
+    """The topmost local processes holding a listening TCP socket on ``port`` (any address).
+
+    Found through /proc/net/tcp{,6} (the socket's inode) and /proc/*/fd: empty when the
+    server runs in another PID or network namespace (a container), or we may not look.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the inode.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    holders = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not inodes:
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        holders.add(int(entry.name))
+                        break
+    table = _process_table()
+    return sorted(pid for pid in holders if table.get(pid, _Process(0, "", 0)).ppid not in holders)

@@ -31,6 +31,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from bench.report import listening_pids, pids_named
 from bench.synthetic import Catalog
 from cli.embedded import EmbeddedServers, embedded_servers, free_port
 from cli.topics import ensure_topics, service_topics
@@ -77,6 +78,35 @@ def describe(servers: EmbeddedServers) -> dict[str, Any]:
     if servers.kafka_bootstrap == _NO_KAFKA:
         where["kafka"] = "not used"
     return where
+
+
+def _port(url: str, default: int) -> int:
+    first = url.split(",")[0]
+    return urlsplit(first if "//" in first else f"//{first}").port or default
+
+
+def server_pids(servers: EmbeddedServers) -> dict[str, list[int]]:
+    """The root pid(s) of each server (``postgres``, ``redis``, ``broker``) for CPU accounting.
+
+    Embedded: the process we started. From the environment: the local process listening on
+    the URL's port, else (Postgres only) every ``postgres`` process; empty when the server
+    cannot be seen (another PID namespace, a container): its CPU is then not counted.
+    """
+    started = {s.name: s.process.pid for s in servers.started}
+    pids: dict[str, list[int]] = {}
+    for name, started_as, url, default_port in (
+        ("postgres", "postgres", servers.database_url, 5432),
+        ("redis", "redis", servers.redis_url, 6379),
+        ("broker", "kafka", servers.kafka_bootstrap, 9092),
+    ):
+        if started_as in started:
+            pids[name] = [started[started_as]]
+        elif servers.kafka_bootstrap == _NO_KAFKA and name == "broker":
+            pids[name] = []
+        else:
+            found = listening_pids(_port(url, default_port))
+            pids[name] = found or (pids_named("postgres") if name == "postgres" else [])
+    return pids
 
 
 async def server_versions(settings: Settings) -> dict[str, str]:

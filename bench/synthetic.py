@@ -9,6 +9,10 @@ events, byte for byte. The shape of the data follows a decisioning system's traf
 - Types in funnel proportions: mostly impressions, then dismisses, clicks, accepts, converts.
 - Timestamps uniform over the ``days`` before ``now`` (late events are normal).
 
+Two workloads name the time spreads the benchmarks use (``WORKLOADS``, ``workload_events``):
+``realtime``, the last 5 minutes (a live platform's steady state: every event lands in the
+current day, week and month), and ``backfill``, the last 90 days.
+
 Events are contract-shaped dicts (``id``, ``timestamp``, ``customerId``, ``actionId``,
 ``treatmentId``, ``channelId``, ``type`` and optionally ``tenantId``); ``encode`` turns one
 into the Kafka key and value the worker reads.
@@ -238,6 +242,36 @@ class SyntheticEvents:
             self._recent.append(event)
         else:
             self._recent[self._rng.randrange(1000)] = event
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A named time spread of the synthetic events (same catalog and popularity for all)."""
+
+    name: str
+    days: float
+    description: str
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        # Never in the future (the worker rejects events more than 5 minutes ahead).
+        Workload("realtime", 5 / 1440, "timestamps over the 5 minutes before now"),
+        Workload("backfill", 90.0, "timestamps over the 90 days before now"),
+    )
+}
+
+
+def workload_events(
+    workload: str, seed: int, now: datetime, *, catalog: Catalog | None = None
+) -> SyntheticEvents:
+    """The event stream of a named workload (``WORKLOADS``), timestamps before ``now``."""
+    try:
+        days = WORKLOADS[workload].days
+    except KeyError:
+        raise ValueError(f"workload {workload!r}: expected one of {sorted(WORKLOADS)}") from None
+    return SyntheticEvents(seed, now, catalog=catalog, days=days)
 
 
 def encode(event: Event) -> tuple[bytes, bytes]:

@@ -370,7 +370,7 @@ def rebuild() -> None:
     async def run(pool: asyncpg.Pool) -> int:
         redis = Redis.from_url(settings.redis_url)
         try:
-            return await rebuild_all(pool, RedisSink(redis, pool, settings.redis_prefix))
+            return await rebuild_all(pool, RedisSink(redis, settings.redis_prefix))
         finally:
             await redis.aclose()
 

@@ -69,8 +69,9 @@ def _check_unchanged(applied: list[asyncpg.Record]) -> None:
             )
 
 
-async def migrate(conn: Connection) -> list[str]:
-    """Apply every migration not yet applied, each in its own transaction; returns their names.
+async def migrate(conn: Connection, up_to: int | None = None) -> list[str]:
+    """Apply every migration not yet applied (up to version ``up_to``, when given), each in
+    its own transaction; returns their names.
 
     Refuses (MigrationChanged) when a migration applied earlier has been edited since.
     """
@@ -90,7 +91,7 @@ async def migrate(conn: Connection) -> list[str]:
         _check_unchanged(await conn.fetch(_APPLIED))
         done = {r["version"] for r in applied}
         for version, name, sql in migration_files():
-            if version in done:
+            if version in done or (up_to is not None and version > up_to):
                 continue
             async with conn.transaction():
                 await conn.execute(sql)

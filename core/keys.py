@@ -2,9 +2,11 @@
 
 Layout per bucket (tenant, dimension, period, bucket start):
 - ``{p}:rank:...`` sorted set, member = group id, score = ``-total``. Ascending ZRANGE then
-  gives total descending with ties by id ascending: exactly the API's sort order.
-- ``{p}:cnt:...`` hash, field ``{counter}:{group id}`` -> count. One hash per bucket keeps a
-  page read to a single HMGET.
+  gives total descending with ties by id ascending: exactly the API's sort order. The score
+  is the group's total: no hash field repeats it (one Redis write less per group and batch).
+- ``{p}:cnt:...`` hash, field ``{counter}:{group id}`` -> count for the other counters
+  (HASH_COUNTERS; a zero count has no field). One hash per bucket keeps a page read to a
+  single HMGET.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ COUNTERS: tuple[str, ...] = (
     "total",
     "distinct",
 )
+
+# Counters kept in a bucket's hash; ``total`` lives in the rank's score.
+HASH_COUNTERS: tuple[str, ...] = tuple(c for c in COUNTERS if c != "total")
 
 # How long an "outbox batch N was applied" marker lives. A batch stays in the Postgres
 # outbox at most seconds after its commit, so a day is a wide margin against re-applying.

@@ -66,6 +66,38 @@ def next_bucket_start(period: Period, start: date) -> date | None:
     return None
 
 
+# The same bucketing in SQL, for statements that bucket inside Postgres (the write path, the
+# rebuild): ``{day}`` is a ``date`` expression. tests/integration/test_sql_periods.py checks
+# that Postgres and ``bucket_start`` agree. The all-time start is '-infinity' there: asyncpg
+# reads and writes ``date.min`` (ALLTIME_START) as '-infinity'.
+PERIOD_START_SQL: dict[Period, str] = {
+    Period.DAILY: "{day}",
+    Period.WEEKLY: "date_trunc('week', {day})::date",
+    Period.MONTHLY: "date_trunc('month', {day})::date",
+    Period.ALLTIME: "'-infinity'::date",
+}
+
+# The UTC day of a timestamptz expression ``{ts}``. asyncpg writes the first and last
+# instants of the calendar (datetime.min, datetime.max) as -infinity and infinity.
+UTC_DAY_SQL = (
+    "CASE WHEN isfinite({ts}) THEN ({ts} AT TIME ZONE 'UTC')::date"
+    " WHEN {ts} < 'epoch' THEN DATE '0001-01-01' ELSE DATE '9999-12-31' END"
+)
+
+# Postgres stores these periods; the others are sums of their daily buckets (see
+# core/migrations/0002_write_path.sql).
+STORED_PERIODS: tuple[Period, ...] = (Period.DAILY, Period.ALLTIME)
+
+
+def days_of(period: Period, start: date) -> tuple[date, date] | None:
+    """First and last day of a bucket that Postgres sums from daily buckets; None for the
+    stored periods."""
+    if period in STORED_PERIODS:
+        return None
+    nxt = next_bucket_start(period, start)
+    return start, (nxt - timedelta(days=1)) if nxt else date.max
+
+
 def _days_after(day: date, days: int) -> date | None:
     return day + timedelta(days=days) if (date.max - day).days >= days else None
 
@@ -132,3 +164,23 @@ def redis_expiry(period: Period, start: date) -> datetime | None:
     if period is Period.ALLTIME or nxt is None or nxt > date.max - REDIS_GRACE:
         return None
     return _midnight(nxt) + REDIS_GRACE
+
+
+def oldest_kept_starts(now: datetime) -> dict[Period, date]:
+    """The earliest bucket start of each bounded period that Redis still keeps at ``now``.
+
+    Bucket expiry grows with the start, so these bounds select exactly the buckets for which
+    ``redis_expiry`` is in the future; statements take them as parameters.
+    """
+    today = now.astimezone(UTC).date()
+    bounds = {}
+    for period in (Period.DAILY, Period.WEEKLY, Period.MONTHLY):
+        start = bucket_start(period, today)
+        while start > date.min:
+            earlier = bucket_start(period, start - timedelta(days=1))
+            expires = redis_expiry(period, earlier)
+            if expires is not None and expires <= now:
+                break
+            start = earlier
+        bounds[period] = start
+    return bounds

@@ -11,8 +11,13 @@ EVENTS_REJECTED = Counter("interactions_rejected_total", "Messages sent to the d
 BATCHES = Counter("interaction_batches_total", "Batches committed to Postgres")
 BATCH_SECONDS = Histogram(
     "interaction_batch_seconds",
-    "Time from a batch's arrival to its commit in Postgres and Redis",
+    "Time to validate and commit a batch in Postgres",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_EVENTS = Histogram(
+    "interaction_batch_events",
+    "Messages per batch (batches adapt: small when traffic is light, full under backlog)",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000),
 )
 STORE_RETRIES = Counter("interaction_store_retries_total", "Retries after a store error", ["store"])
 CONSUMER_LAG = Gauge(

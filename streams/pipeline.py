@@ -1,7 +1,13 @@
-"""One batch from the topic to both stores: validate, dead-letter, commit, mirror.
+"""Batches from the topic to both stores: validate, dead-letter, commit, acknowledge, mirror.
 
 Kept apart from the Faust agent so the agent stays a short loop and this can be driven by
 any consumer (tests, benchmarks).
+
+Batches adapt to the traffic (group commit): the committer takes whatever has arrived while
+it was busy. A lone event is committed at once; under a backlog, batches fill up to
+``batch_max_events`` while the previous one commits, so Python reads the next batch while
+Postgres counts this one. A batch is acknowledged only after its commit, and Redis gets it
+after that, while the next batch commits.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 import asyncpg
 
-from streams import metrics
+from streams import metrics, outbox
 from streams.events import Interaction, Rejected, parse_event
 from streams.postgres_sink import WrittenBatch, write_batch
 from streams.redis_sink import NOT_READY, RedisSink
@@ -23,17 +30,22 @@ from streams.redis_sink import NOT_READY, RedisSink
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
+STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
-    """A message as read from the topic, with where it came from."""
+    """A message as read from the topic, with where it came from.
+
+    ``timestamp`` is the record's own timestamp from the broker (None when it has none).
+    """
 
     key: bytes | None
     value: bytes | None
     topic: str
     partition: int
     offset: int
+    timestamp: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +56,52 @@ class DeadLetter:
 
 DeadLetterSender = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 
+T = TypeVar("T")
+
+
+class GroupCommit(Generic[T]):
+    """A buffer between the reader and the committer: ``take`` returns everything that
+    arrived (at most ``max_items``) and waits only when nothing has; ``put`` waits while the
+    buffer is full."""
+
+    def __init__(self, max_items: int) -> None:
+        self._max = max_items
+        self._items: list[T] = []
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def put(self, item: T) -> None:
+        while len(self._items) >= self._max:
+            self._room.clear()
+            await self._room.wait()
+        self._items.append(item)
+        self._arrived.set()
+
+    async def take(self) -> list[T]:
+        await self._arrived.wait()
+        taken, self._items = self._items[: self._max], self._items[self._max :]
+        if not self._items:
+            self._arrived.clear()
+        self._room.set()
+        return taken
+
 
 def split_batch(
     messages: Sequence[RawMessage], now: datetime, future_tolerance: timedelta
 ) -> tuple[list[Interaction], list[DeadLetter]]:
-    """Accepted events and dead letters of a batch (pure)."""
+    """Accepted events and dead letters of a batch (pure).
+
+    "In the future" is judged against the record's broker timestamp, which is the same on
+    every delivery: a batch redelivered after a crash decides exactly as the first time (the
+    worker's clock, ``now``, only for a record without a timestamp).
+    """
     accepted: list[Interaction] = []
     rejected: list[DeadLetter] = []
     for message in messages:
         try:
-            accepted.append(parse_event(message.value, now, future_tolerance))
+            reference = message.timestamp or now
+            accepted.append(parse_event(message.value, reference, future_tolerance))
         except Rejected as exc:
             rejected.append(DeadLetter(message, str(exc)))
     return accepted, rejected
@@ -73,8 +121,29 @@ class BatchProcessor:
         self._redis = redis_sink
         self._send_dead_letters = send_dead_letters
         self._future_tolerance = future_tolerance
+        self._mirroring: asyncio.Task[None] | None = None
+
+    async def run(
+        self,
+        batches: GroupCommit[T],
+        raw: Callable[[T], RawMessage],
+        acknowledge: Callable[[T], Awaitable[object]],
+    ) -> None:
+        """Forever: take what arrived, count it, acknowledge it, mirror it in the background."""
+        while True:
+            items = await batches.take()
+            written = await self.commit([raw(item) for item in items])
+            for item in items:
+                await acknowledge(item)
+            await self.mirror_soon(written)
 
     async def process(self, messages: Sequence[RawMessage]) -> None:
+        """Count and mirror one batch; returns when both stores have it (tests, benchmarks)."""
+        written = await self.commit(messages)
+        if written is not None:
+            await self.mirror(written)
+
+    async def commit(self, messages: Sequence[RawMessage]) -> WrittenBatch | None:
         """Return only when every message is counted or dead-lettered (safe to ack)."""
         started = time.perf_counter()
         metrics.EVENTS_IN.inc(len(messages))
@@ -89,11 +158,11 @@ class BatchProcessor:
                 )
             await self._send_dead_letters(rejected)
             metrics.EVENTS_REJECTED.inc(len(rejected))
-        if accepted:
-            written = await self._commit(accepted)
-            await self._mirror(written)
+        written = await self._commit(accepted) if accepted else None
         metrics.BATCHES.inc()
+        metrics.BATCH_EVENTS.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        return written
 
     async def _commit(self, events: Sequence[Interaction]) -> WrittenBatch:
         """Write to Postgres, retrying until it works: skipping would lose events."""
@@ -101,7 +170,7 @@ class BatchProcessor:
         while True:
             try:
                 written = await write_batch(self._pool, events, datetime.now(UTC))
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except STORE_ERRORS as exc:
                 attempt += 1
                 metrics.STORE_RETRIES.labels("postgres").inc()
                 delay = min(_MAX_BACKOFF_SECONDS, 0.1 * 2**attempt)
@@ -114,23 +183,48 @@ class BatchProcessor:
             metrics.EVENTS_DUPLICATE.inc(written.duplicates)
             return written
 
-    async def _mirror(self, written: WrittenBatch) -> None:
+    async def mirror_soon(self, written: WrittenBatch | None) -> None:
+        """Mirror in the background, one batch at a time (the next commit overlaps it)."""
+        if self._mirroring is not None:
+            await self._mirroring
+            self._mirroring = None
+        if written is not None and written.batch_id is not None:
+            self._mirroring = asyncio.create_task(self.mirror(written))
+
+    async def mirror(self, written: WrittenBatch) -> None:
         """Apply to Redis now; on any Redis trouble the outbox keeps it for the catch-up loop."""
-        if written.outbox_id is None:
+        if written.batch_id is None:
             return
         try:
-            outcome = await self._redis.apply_deltas(written.outbox_id, written.redis_deltas)
+            outcome = await self._redis.apply(written.batch_id, written.buckets)
             if outcome != NOT_READY:
-                await self._redis.forget([written.outbox_id])
+                await outbox.forget(self._pool, [written.batch_id])
         except Exception as exc:  # Redis or Postgres down: the outbox row stays for later.
             metrics.STORE_RETRIES.labels("redis").inc()
-            log.warning("redis apply deferred outbox_id=%d error=%r", written.outbox_id, exc)
+            log.warning("redis apply deferred batch_id=%d error=%r", written.batch_id, exc)
+
+    async def drain_outbox(self, limit: int = 50) -> int:
+        """Apply every batch still in the outbox; returns how many were cleared.
+
+        Stops early when Redis is not ready: ``resync`` then brings it back.
+        """
+        batches = await outbox.pending(self._pool, limit)
+        done: list[int] = []
+        try:
+            for batch_id, buckets in batches:
+                if await self._redis.apply(batch_id, buckets) == NOT_READY:
+                    break
+                done.append(batch_id)
+        finally:
+            await outbox.forget(self._pool, done)
+        metrics.OUTBOX_PENDING.set(len(batches) - len(done))
+        return len(done)
 
     async def keep_redis_exact(self) -> None:
         """Periodic: resync an emptied Redis, then apply whatever the outbox still holds."""
         try:
             if not await self._redis.is_ready():
-                await self._redis.resync()
-            await self._redis.drain_outbox()
+                await self._redis.resync(self._pool)
+            await self.drain_outbox()
         except Exception as exc:  # the next tick tries again
             log.warning("redis catch-up failed error=%r", exc)

@@ -1,12 +1,17 @@
-"""Writes one batch to Postgres in one transaction: history, distinct pairs, counters, outbox.
+"""Counts one batch in Postgres with one statement in one transaction.
 
-Exactly-once lives here: the history table's primary key on (tenant, event id) decides which
-events are new, and only those are counted, in the same transaction as the counters. A batch
-replayed after a crash finds its events already present and adds nothing.
+The statement takes the batch's events once, as columns, and does everything else itself:
+- the history insert (primary key (tenant, event id)) decides which events are new: the
+  exactly-once fence; a batch replayed after a crash finds its events present and adds nothing;
+- the new events' deltas are aggregated per (dimension, group, period bucket);
+- each (customer, action) and (channel, treatment) pair adds the tags of its buckets to
+  ``distinct_seen``; the tags it adds are the new distinct items of those buckets;
+- the daily and all-time buckets are upserted (weekly and monthly are sums of days);
+- the deltas of the buckets Redis keeps go to the outbox and come back to the caller, which
+  hands them to Redis.
 
-Throughput notes (measured with ``python -m bench.ingest``): Postgres sorts each statement's
-rows (``ORDER BY`` of the key) instead of Python, which was several times slower; the outbox
-carries only the buckets Redis still keeps, so Redis and the outbox do no work for old buckets.
+Rows are written in key order, so two workers lock shared rows in the same order.
+Measured with ``python -m bench.ingest``; bench/README.md has the figures and what was tried.
 """
 
 from __future__ import annotations
@@ -17,121 +22,210 @@ from datetime import date, datetime
 
 import asyncpg
 
+from core.distinct import period_of_tag_sql, start_of_tag_sql, tag_sql
 from core.keys import COUNTERS
-from core.periods import Period, redis_expiry
-from streams.counters import (
-    BucketKey,
-    Deltas,
-    batch_deltas,
-    distinct_pairs,
-    encode_deltas,
-    unique_by_id,
+from core.periods import (
+    PERIOD_START_SQL,
+    STORED_PERIODS,
+    UTC_DAY_SQL,
+    Period,
+    oldest_kept_starts,
 )
-from streams.events import Interaction
+from streams.counters import unique_by_id
+from streams.events import KNOWN_TYPES, Interaction
 
-_DISTINCT = COUNTERS.index("distinct")
+# Dimension -> the history column holding its group id.
+DIMENSION_COLUMNS: dict[str, str] = {
+    "action": "action_id",
+    "treatment": "treatment_id",
+    "channel": "channel_id",
+    "customer": "customer_id",
+}
+# Dimensions counting distinct items: dimension -> (group column, item column).
+DISTINCT_ITEMS: dict[str, tuple[str, str]] = {
+    "customer": ("customer_id", "action_id"),
+    "channel": ("channel_id", "treatment_id"),
+}
 
-# Rows go in sorted by key (ORDER BY) so concurrent workers lock rows in the same order (no
-# deadlocks). Any fixed order does; byte order (COLLATE "C") is the cheapest to sort by.
-INSERT_HISTORY = """
-INSERT INTO interaction_history
-    (tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                     $6::text[], $7::text[], $8::text[]) AS u(t, e)
-ORDER BY t COLLATE "C", e COLLATE "C"
-ON CONFLICT (tenant_id, event_id) DO NOTHING
-RETURNING tenant_id, event_id
+_COUNT_COLUMNS = [*KNOWN_TYPES, "total"]  # COUNTERS without "distinct"
+assert [*_COUNT_COLUMNS, "distinct"] == list(COUNTERS)
+_KEY = "tenant_id, dimension, period, bucket_start, group_id"
+
+
+def sql_values(rows: list[str]) -> str:
+    return ", ".join(f"({row})" for row in rows)
+
+
+def _write_batch_sql() -> str:
+    dimensions = sql_values([f"'{d}' COLLATE \"C\", n.{c}" for d, c in DIMENSION_COLUMNS.items()])
+    # int4 counts: sum(int4) adds in int8, sum(int8) in numeric (several times slower)
+    type_counts = ",\n           ".join(
+        [
+            *(f"(count(*) FILTER (WHERE n.type = '{t}'))::int4 AS {t}" for t in KNOWN_TYPES),
+            "count(*)::int4",
+        ]
+    )
+    count_list = ", ".join(_COUNT_COLUMNS)
+    pairs = sql_values(
+        [f"'{d}' COLLATE \"C\", n.{g}, n.{i}" for d, (g, i) in DISTINCT_ITEMS.items()]
+    )
+    tags = sql_values([tag_sql(p, "n.day") for p in (Period.DAILY, Period.WEEKLY, Period.MONTHLY)])
+    periods = sql_values(
+        [f"'{p.value}', {PERIOD_START_SQL[p].format(day='d.day')}" for p in Period]
+    )
+    sums = ", ".join(f"sum({c})::int8 AS {c}" for c in [*_COUNT_COLUMNS, "distinct_count"])
+    stored = ", ".join(f"'{p.value}'" for p in STORED_PERIODS)
+    increments = ",\n        ".join(
+        f"{c} = b.{c} + excluded.{c}" for c in [*_COUNT_COLUMNS, "distinct_count"]
+    )
+    zeros = ", ".join("0::int4" for _ in _COUNT_COLUMNS)
+    return f"""
+WITH batch AS (
+    -- Byte order ("C") for every text the statement sorts or groups: memcmp, not the locale.
+    SELECT tenant_id COLLATE "C" AS tenant_id, event_id COLLATE "C" AS event_id, ts,
+           customer_id COLLATE "C" AS customer_id, action_id COLLATE "C" AS action_id,
+           treatment_id COLLATE "C" AS treatment_id, channel_id COLLATE "C" AS channel_id, type
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                $6::text[], $7::text[], $8::text[])
+        AS u(tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type)
+), new AS (
+    INSERT INTO interaction_history
+        (tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type)
+    SELECT * FROM batch ORDER BY tenant_id, event_id
+    ON CONFLICT (tenant_id, event_id) DO NOTHING
+    RETURNING tenant_id, {UTC_DAY_SQL.format(ts="ts")} AS day, customer_id, action_id,
+              treatment_id, channel_id, type
+), by_day AS (
+    SELECT n.tenant_id, g.dimension, g.group_id, n.day,
+           {type_counts} AS total
+    FROM new AS n CROSS JOIN LATERAL (VALUES {dimensions}) AS g(dimension, group_id)
+    WHERE g.group_id IS NOT NULL
+    GROUP BY 1, 2, 3, 4
+), pair_tags AS (
+    -- DISTINCT, then a plain array_agg: both hash; array_agg(DISTINCT) would sort
+    SELECT DISTINCT n.tenant_id, p.dimension, p.group_id, p.item_id, t.tag
+    FROM new AS n
+    CROSS JOIN LATERAL (VALUES {pairs}) AS p(dimension, group_id, item_id)
+    CROSS JOIN LATERAL (VALUES {tags}) AS t(tag)
+    WHERE p.group_id IS NOT NULL AND p.item_id IS NOT NULL
+), pairs AS (
+    SELECT tenant_id, dimension, group_id, item_id, array_agg(tag) AS tags
+    FROM pair_tags GROUP BY 1, 2, 3, 4
+), seen AS (
+    -- The anti-join skips pairs that already hold every tag without locking their rows.
+    INSERT INTO distinct_seen AS s (tenant_id, dimension, group_id, item_id, tags, added)
+    SELECT p.tenant_id, p.dimension, p.group_id, p.item_id, p.tags, p.tags FROM pairs AS p
+    WHERE NOT EXISTS (SELECT 1 FROM distinct_seen AS x
+                      WHERE x.tenant_id = p.tenant_id AND x.dimension = p.dimension
+                        AND x.group_id = p.group_id AND x.item_id = p.item_id
+                        AND x.tags @> p.tags)
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (tenant_id, dimension, group_id, item_id) DO UPDATE
+        SET added = ARRAY(SELECT unnest(excluded.tags) EXCEPT SELECT unnest(s.tags)),
+            tags = s.tags || ARRAY(SELECT unnest(excluded.tags) EXCEPT SELECT unnest(s.tags))
+        WHERE NOT s.tags @> excluded.tags
+    RETURNING s.tenant_id, s.dimension, s.group_id, s.added, (s.xmax = 0) AS inserted
+), firsts AS (
+    SELECT tenant_id, dimension, group_id, 'alltime' COLLATE "C" AS period,
+           '-infinity'::date AS bucket_start
+    FROM seen WHERE inserted
+    UNION ALL
+    SELECT s.tenant_id, s.dimension, s.group_id, {period_of_tag_sql("t")}, {start_of_tag_sql("t")}
+    FROM seen AS s CROSS JOIN LATERAL unnest(s.added) AS t
+), deltas AS (
+    SELECT {_KEY}, {sums}
+    FROM (
+        SELECT d.tenant_id, d.dimension, p.period, p.bucket_start, d.group_id, {count_list},
+               0::int4 AS distinct_count
+        FROM by_day AS d CROSS JOIN LATERAL (VALUES {periods}) AS p(period, bucket_start)
+        UNION ALL
+        SELECT {_KEY}, {zeros}, 1::int4 FROM firsts
+    ) AS parts
+    GROUP BY 1, 2, 3, 4, 5
+), upserted AS (
+    INSERT INTO interaction_bucket AS b ({_KEY}, {count_list}, distinct_count)
+    SELECT * FROM deltas WHERE period IN ({stored})
+    ORDER BY {_KEY}
+    ON CONFLICT ({_KEY}) DO UPDATE SET
+        {increments}
+    RETURNING 1
+), batch_id AS (
+    SELECT nextval('redis_batch_id') AS id
+), outbox AS (
+    INSERT INTO redis_outbox (batch_id, tenant_id, dimension, period, bucket_start, groups, counts)
+    SELECT (SELECT id FROM batch_id), tenant_id, dimension, period, bucket_start,
+           array_agg(group_id), array_agg(ARRAY[{count_list}, distinct_count])
+    FROM deltas
+    WHERE period = 'alltime'
+       OR (period = 'daily' AND bucket_start >= $9::date)
+       OR (period = 'weekly' AND bucket_start >= $10::date)
+       OR (period = 'monthly' AND bucket_start >= $11::date)
+    GROUP BY tenant_id, dimension, period, bucket_start
+    RETURNING batch_id, tenant_id, dimension, period, bucket_start, groups, counts
+)
+SELECT (SELECT count(*) FROM new) AS new_events, (SELECT count(*) FROM upserted) AS upserts,
+       o.batch_id, o.tenant_id, o.dimension, o.period, o.bucket_start, o.groups, o.counts
+FROM (VALUES (1)) AS one LEFT JOIN outbox AS o ON true
 """
 
-# Returns the bucket of each pair that is new: one more distinct item in that bucket.
-INSERT_DISTINCT = """
-INSERT INTO bucket_distinct (tenant_id, dimension, period, bucket_start, group_id, item_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[], $6::text[])
-    AS u(t, d, p, s, g, i)
-ORDER BY t COLLATE "C", d COLLATE "C", p COLLATE "C", s, g COLLATE "C", i COLLATE "C"
-ON CONFLICT DO NOTHING
-RETURNING tenant_id, dimension, period, bucket_start, group_id
-"""
 
-UPSERT_BUCKETS = """
-INSERT INTO interaction_bucket
-    (tenant_id, dimension, period, bucket_start, group_id,
-     impression, click, dismiss, accept, convert, total, distinct_count)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[],
-                     $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-                     $12::int8[]) AS u(t, d, p, s, g)
-ORDER BY t COLLATE "C", d COLLATE "C", p COLLATE "C", s, g COLLATE "C"
-ON CONFLICT (tenant_id, dimension, period, bucket_start, group_id) DO UPDATE SET
-    impression     = interaction_bucket.impression + excluded.impression,
-    click          = interaction_bucket.click + excluded.click,
-    dismiss        = interaction_bucket.dismiss + excluded.dismiss,
-    accept         = interaction_bucket.accept + excluded.accept,
-    convert        = interaction_bucket.convert + excluded.convert,
-    total          = interaction_bucket.total + excluded.total,
-    distinct_count = interaction_bucket.distinct_count + excluded.distinct_count
-"""
+WRITE_BATCH = _write_batch_sql()
 
-INSERT_OUTBOX = "INSERT INTO redis_outbox (deltas) VALUES ($1) RETURNING id"
+
+@dataclass(frozen=True, slots=True)
+class HotBucket:
+    """A bucket's deltas for Redis: ``counts[i]`` (COUNTERS order) of ``groups[i]``."""
+
+    tenant_id: str
+    dimension: str
+    period: Period
+    start: date
+    groups: list[str]
+    counts: list[list[int]]
 
 
 @dataclass(frozen=True, slots=True)
 class WrittenBatch:
-    """What one committed batch changed.
+    """What one committed batch changed; ``batch_id`` is None when Redis has nothing to apply."""
 
-    ``redis_deltas`` are the deltas of the buckets Redis keeps, ``payload`` their outbox
-    form; ``outbox_id`` is None when Redis has nothing to apply (nothing new, or only old
-    buckets).
-    """
-
-    outbox_id: int | None
-    payload: bytes
+    batch_id: int | None
     new_events: int
     duplicates: int
-    redis_deltas: Deltas
+    buckets: list[HotBucket]
+
+
+def hot_bucket(row: asyncpg.Record) -> HotBucket:
+    return HotBucket(
+        row["tenant_id"],
+        row["dimension"],
+        Period(row["period"]),
+        row["bucket_start"],
+        row["groups"],
+        row["counts"],
+    )
 
 
 async def write_batch(
-    pool: asyncpg.Pool, events: Sequence[Interaction], now: datetime | None = None
+    pool: asyncpg.Pool, events: Sequence[Interaction], now: datetime
 ) -> WrittenBatch:
-    """Commit the batch's new events and their counter deltas atomically.
+    """Commit the batch's new events and their counters atomically.
 
-    With ``now``, the outbox leaves out buckets that Redis no longer keeps at ``now``: Redis
-    would skip them when applying anyway, and a bucket once expired stays expired.
+    ``now`` decides which buckets Redis still keeps (their deltas go to the outbox).
     """
     unique = unique_by_id(events)
+    kept = oldest_kept_starts(now)
     async with pool.acquire() as conn, conn.transaction():
-        inserted = await conn.fetch(INSERT_HISTORY, *_history_columns(unique))
-        new_ids = {(row[0], row[1]) for row in inserted}
-        new_events = [e for e in unique if (e.tenant_id, e.id) in new_ids]
-        if not new_events:
-            return WrittenBatch(None, b"", 0, len(events), {})
-        deltas = batch_deltas(new_events)
-        pairs = list(distinct_pairs(new_events))
-        for row in await conn.fetch(INSERT_DISTINCT, *_columns(pairs, 6)):
-            # str-valued enums hash and compare like their values: the row finds its bucket.
-            deltas[BucketKey(*row)][_DISTINCT] += 1
-        await conn.execute(UPSERT_BUCKETS, *_bucket_columns(deltas))
-        hot = deltas if now is None else kept_by_redis(deltas, now)
-        if not hot:
-            return WrittenBatch(None, b"", len(new_events), len(events) - len(new_events), {})
-        payload = encode_deltas(hot)
-        outbox_id = await conn.fetchval(INSERT_OUTBOX, payload)
-    return WrittenBatch(outbox_id, payload, len(new_events), len(events) - len(new_events), hot)
-
-
-def kept_by_redis(deltas: Deltas, now: datetime) -> Deltas:
-    """The deltas of buckets Redis still keeps at ``now`` (pure)."""
-    alive: dict[tuple[Period, date], bool] = {}
-    hot: Deltas = {}
-    for key, counts in deltas.items():
-        bucket = (key.period, key.start)
-        keep = alive.get(bucket)
-        if keep is None:
-            expires = redis_expiry(key.period, key.start)
-            keep = alive[bucket] = expires is None or expires > now
-        if keep:
-            hot[key] = counts
-    return hot
+        rows = await conn.fetch(
+            WRITE_BATCH,
+            *_history_columns(unique),
+            kept[Period.DAILY],
+            kept[Period.WEEKLY],
+            kept[Period.MONTHLY],
+        )
+    new_events = rows[0]["new_events"]
+    buckets = [hot_bucket(row) for row in rows if row["batch_id"] is not None]
+    batch_id = rows[0]["batch_id"] if buckets else None
+    return WrittenBatch(batch_id, new_events, len(events) - new_events, buckets)
 
 
 def _history_columns(events: Sequence[Interaction]) -> list[list[object]]:
@@ -145,12 +239,3 @@ def _history_columns(events: Sequence[Interaction]) -> list[list[object]]:
         [e.channel_id for e in events],
         [e.type for e in events],
     ]
-
-
-def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
-    return [[row[i] for row in rows] for i in range(width)]
-
-
-def _bucket_columns(deltas: Deltas) -> list[list[object]]:
-    rows = [(*key, *counts) for key, counts in deltas.items()]
-    return _columns(rows, 5 + len(COUNTERS))

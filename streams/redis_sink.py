@@ -1,7 +1,7 @@
-"""Applies committed outbox batches to Redis exactly once, and rebuilds Redis from Postgres.
+"""Applies committed batches to Redis exactly once, and rebuilds Redis from Postgres.
 
-Redis is a mirror of the Postgres buckets the API reads hot (current periods and all-time).
-- A batch is applied by one Lua script that first sets the marker ``applied:{outbox id}``
+Redis is a mirror of the buckets the API reads hot (current periods and all-time).
+- A batch is applied by one Lua script that first sets the marker ``applied:{batch id}``
   with NX: a batch replayed by the catch-up loop or another worker finds the marker and is
   skipped, atomically.
 - The script only writes while ``ready`` exists. A flushed or restarted Redis has no
@@ -12,81 +12,97 @@ Redis is a mirror of the Postgres buckets the API reads hot (current periods and
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime
 
 import asyncpg
+import orjson
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from core import keys
 from core.db import Connection
-from core.periods import Period, redis_expiry
-from streams import metrics
-from streams.counters import Deltas, decode_deltas
+from core.distinct import bucket_of, tag
+from core.periods import (
+    Period,
+    bucket_start,
+    days_of,
+    next_bucket_start,
+    oldest_kept_starts,
+    redis_expiry,
+)
+from streams import outbox
+from streams.postgres_sink import HotBucket
 
 log = logging.getLogger(__name__)
 
-# ARGV: marker ttl, then per bucket: counts key, rank key, group id, expire-at (0: never),
-# then one delta per counter in keys.COUNTERS order.
-APPLY_SCRIPT = """
+_TOTAL = keys.COUNTERS.index("total") + 1  # Lua tables count from 1
+# (Lua position in a counts row, field name) of each counter kept in the bucket's hash.
+_HASH_FIELDS = orjson.dumps([[keys.COUNTERS.index(c) + 1, c] for c in keys.HASH_COUNTERS])
+
+# KEYS: ready, the batch's marker. ARGV: marker ttl, the hash fields as JSON, the batch as
+# JSON: [[counts key, rank key, expire-at (0: never), [group, ...], [[count, ...], ...]], ...].
+# One JSON argument: parsing it in Redis costs less than encoding thousands of arguments.
+APPLY_SCRIPT = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local names = {'impression', 'click', 'dismiss', 'accept', 'convert', 'total', 'distinct'}
-local i = 2
-while i <= #ARGV do
-  local h, z, m, exp = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  for c = 1, 7 do
-    local v = tonumber(ARGV[i + 3 + c])
-    if v ~= 0 then redis.call('HINCRBY', h, names[c] .. ':' .. m, v) end
+local fields = cjson.decode(ARGV[2])
+for _, bucket in ipairs(cjson.decode(ARGV[3])) do
+  local h, z, exp, groups, counts = bucket[1], bucket[2], bucket[3], bucket[4], bucket[5]
+  for i, member in ipairs(groups) do
+    local row = counts[i]
+    for _, f in ipairs(fields) do
+      local v = row[f[1]]
+      if v ~= 0 then redis.call('HINCRBY', h, f[2] .. ':' .. member, v) end
+    end
+    if row[{_TOTAL}] ~= 0 then redis.call('ZINCRBY', z, -row[{_TOTAL}], member) end
   end
-  local total = tonumber(ARGV[i + 9])
-  if total ~= 0 then redis.call('ZINCRBY', z, -total, m) end
   if exp > 0 then
     redis.call('EXPIREAT', h, exp)
     redis.call('EXPIREAT', z, exp)
   end
-  i = i + 11
 end
 return 1
 """
-_ARGS_PER_BUCKET = 4 + len(keys.COUNTERS)
 
 APPLIED = 1
 ALREADY_APPLIED = 0
 NOT_READY = -1
 
 _RESYNC_LOCK_ID = 0x1A7E_5A12
-_SELECT_PENDING = "SELECT id FROM redis_outbox"
-_SELECT_OUTBOX = "SELECT id, deltas FROM redis_outbox ORDER BY id LIMIT $1"
-_DELETE_OUTBOX = "DELETE FROM redis_outbox WHERE id = ANY($1::int8[])"
-# A cheap superset of the buckets Redis still keeps; redis_expiry then decides exactly.
-_SELECT_HOT_BUCKETS = """
-SELECT tenant_id, dimension, period, bucket_start, group_id,
-       impression, click, dismiss, accept, convert, total, distinct_count
+_COUNT_COLUMNS = ", ".join(c if c != "distinct" else "distinct_count" for c in keys.COUNTERS)
+# The buckets Postgres stores that Redis keeps ($1: the oldest daily start Redis keeps).
+_SELECT_STORED_HOT = f"""
+SELECT tenant_id, dimension, period, bucket_start, group_id, {_COUNT_COLUMNS}
 FROM interaction_bucket
-WHERE period = 'alltime'
-   OR (period = 'daily' AND bucket_start >= $1::date - 1)
-   OR (period = 'weekly' AND bucket_start >= $1::date - 7 - 1)
-   OR (period = 'monthly' AND bucket_start >= (date_trunc('month', $1::date) - interval '1 month')::date)
+WHERE period = 'alltime' OR (period = 'daily' AND bucket_start >= $1)
+"""
+# Weekly and monthly buckets Redis keeps, summed from their days; their distinct counts
+# come from _SELECT_DISTINCT_OF. $1..$3: the buckets' periods, starts and last days.
+_SELECT_SUMMED_HOT = f"""
+SELECT b.tenant_id, b.dimension, p.period, p.start AS bucket_start, b.group_id,
+       {", ".join(f"sum(b.{c})::int8 AS {c}" for c in keys.COUNTERS[:-1])}, 0::int8 AS distinct_count
+FROM unnest($1::text[], $2::date[], $3::date[]) AS p(period, start, last)
+JOIN interaction_bucket AS b
+  ON b.period = 'daily' AND b.bucket_start BETWEEN p.start AND p.last
+GROUP BY 1, 2, 3, 4, 5
+"""
+_SELECT_DISTINCT_OF = """
+SELECT tenant_id, dimension, group_id, t AS tag, count(*) AS n
+FROM distinct_seen CROSS JOIN LATERAL unnest(tags) AS t
+WHERE t = ANY($1::int4[])
+GROUP BY 1, 2, 3, 4
 """
 
 
-def apply_args(deltas: Deltas, prefix: str, now: datetime) -> list[str | int]:
-    """Lua ARGV for a batch's deltas, leaving out buckets Redis no longer keeps."""
-    args: list[str | int] = [keys.APPLIED_MARKER_TTL_SECONDS]
-    # Many groups share a bucket: its key names and expiry are computed once per batch.
-    buckets: dict[tuple[str, str, Period, date], tuple[str, str, int] | None] = {}
-    for key, counts in deltas.items():
-        bucket = (key.tenant_id, key.dimension, key.period, key.start)
-        if bucket not in buckets:
-            buckets[bucket] = _bucket_names(prefix, *bucket, now)
-        names = buckets[bucket]
-        if names is None:
-            continue
-        counts_key, rank_key, expire_at = names
-        args += [counts_key, rank_key, key.group_id, expire_at, *counts]
-    return args
+def apply_payload(buckets: Sequence[HotBucket], prefix: str, now: datetime) -> bytes:
+    """The script's batch argument, leaving out buckets Redis no longer keeps at ``now``."""
+    payload = []
+    for b in buckets:
+        names = _bucket_names(prefix, b.tenant_id, b.dimension, b.period, b.start, now)
+        if names is not None:
+            payload.append([*names, b.groups, b.counts])
+    return orjson.dumps(payload)
 
 
 def _bucket_names(
@@ -103,53 +119,42 @@ def _bucket_names(
     )
 
 
-class RedisSink:
-    """Redis writes of the worker: apply, catch up from the outbox, resync after a flush."""
+def kept_summed_buckets(now: datetime) -> list[tuple[Period, date, date]]:
+    """(period, start, last day) of every weekly and monthly bucket Redis keeps at ``now``."""
+    today = now.astimezone(UTC).date()
+    found = []
+    for period, oldest in oldest_kept_starts(now).items():
+        start: date | None = oldest
+        while start is not None and start <= bucket_start(period, today):
+            span = days_of(period, start)
+            if span is None:  # a period Postgres stores: nothing to sum
+                break
+            found.append((period, start, span[1]))
+            start = next_bucket_start(period, start)
+    return found
 
-    def __init__(self, redis: Redis, pool: asyncpg.Pool, prefix: str) -> None:
+
+class RedisSink:
+    """Redis writes of the worker: apply a batch, resync after a flush."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
-        self._pool = pool
         self._prefix = prefix
         self._apply = redis.register_script(APPLY_SCRIPT)
 
-    async def apply(self, outbox_id: int, payload: bytes) -> int:
+    async def apply(self, batch_id: int, buckets: Sequence[HotBucket]) -> int:
         """Apply one committed batch; APPLIED, ALREADY_APPLIED or NOT_READY."""
-        return await self.apply_deltas(outbox_id, decode_deltas(payload))
-
-    async def apply_deltas(self, outbox_id: int, deltas: Deltas) -> int:
-        """``apply`` for the deltas of outbox row ``outbox_id`` (no decoding of the payload)."""
-        args = apply_args(deltas, self._prefix, datetime.now(UTC))
-        marker_keys = [keys.ready_key(self._prefix), keys.applied_key(self._prefix, outbox_id)]
+        payload = apply_payload(buckets, self._prefix, datetime.now(UTC))
+        marker_keys = [keys.ready_key(self._prefix), keys.applied_key(self._prefix, batch_id)]
+        args: list[int | bytes] = [keys.APPLIED_MARKER_TTL_SECONDS, _HASH_FIELDS, payload]
         return int(await self._apply(keys=marker_keys, args=args))
-
-    async def forget(self, outbox_ids: Sequence[int]) -> None:
-        """Drop outbox rows that Redis holds (their markers fence any replay)."""
-        if outbox_ids:
-            await self._pool.execute(_DELETE_OUTBOX, list(outbox_ids))
-
-    async def drain_outbox(self, limit: int = 500) -> int:
-        """Apply every batch still in the outbox; returns how many rows were cleared.
-
-        Stops early when Redis is not ready: ``resync`` then brings it back.
-        """
-        rows = await self._pool.fetch(_SELECT_OUTBOX, limit)
-        done: list[int] = []
-        try:
-            for row in rows:
-                if await self.apply(row["id"], row["deltas"]) == NOT_READY:
-                    break
-                done.append(row["id"])
-        finally:
-            await self.forget(done)
-        metrics.OUTBOX_PENDING.set(len(rows) - len(done))
-        return len(done)
 
     async def is_ready(self) -> bool:
         return bool(await self._redis.exists(keys.ready_key(self._prefix)))
 
-    async def resync(self) -> bool:
+    async def resync(self, pool: asyncpg.Pool) -> bool:
         """Copy the Postgres buckets into an empty Redis; False if another process is doing it."""
-        async with self._pool.acquire() as conn:
+        async with pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RESYNC_LOCK_ID):
                 return False
             try:
@@ -166,14 +171,25 @@ class RedisSink:
         await self._delete_data_keys()
         copied = 0
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            pending = [row["id"] for row in await conn.fetch(_SELECT_PENDING)]
-            async for rows in _chunks(conn, _SELECT_HOT_BUCKETS, started.date()):
-                await self._write_snapshot_rows(rows, started)
+            pending = await outbox.pending_ids(conn)
+            oldest_day = oldest_kept_starts(started)[Period.DAILY]
+            async for rows in _chunks(conn, _SELECT_STORED_HOT, oldest_day):
+                await self._write_snapshot_rows(rows, {}, started)
+                copied += len(rows)
+            summed = kept_summed_buckets(started)
+            distinct = await _distinct_counts(conn, [tag(p, s) for p, s, _ in summed])
+            args = (
+                [p.value for p, _, _ in summed],
+                [s for _, s, _ in summed],
+                [e for *_, e in summed],
+            )
+            async for rows in _chunks(conn, _SELECT_SUMMED_HOT, *args):
+                await self._write_snapshot_rows(rows, distinct, started)
                 copied += len(rows)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for outbox_id in pending:
+            for batch_id in pending:
                 pipe.set(
-                    keys.applied_key(self._prefix, outbox_id),
+                    keys.applied_key(self._prefix, batch_id),
                     1,
                     ex=keys.APPLIED_MARKER_TTL_SECONDS,
                 )
@@ -197,33 +213,54 @@ class RedisSink:
             if batch:
                 await self._redis.unlink(*batch)
 
-    async def _write_snapshot_rows(self, rows: list[asyncpg.Record], now: datetime) -> None:
+    async def _write_snapshot_rows(
+        self,
+        rows: list[asyncpg.Record],
+        distinct: dict[tuple[str, str, Period, date, str], int],
+        now: datetime,
+    ) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 period = Period(row["period"])
                 start = row["bucket_start"]
-                expires = redis_expiry(period, start)
-                if expires is not None and expires <= now:
+                names = _bucket_names(
+                    self._prefix, row["tenant_id"], row["dimension"], period, start, now
+                )
+                if names is None:
                     continue
-                tenant, dimension, group_id = row["tenant_id"], row["dimension"], row["group_id"]
-                ckey = keys.counts_key(self._prefix, tenant, dimension, period, start)
-                rkey = keys.rank_key(self._prefix, tenant, dimension, period, start)
-                values = (*(row[c] for c in keys.COUNTERS[:-1]), row["distinct_count"])
+                ckey, rkey, expire_at = names
+                group_id = row["group_id"]
+                values = [row[c] for c in _COUNT_COLUMNS.split(", ")]
+                bucket = (row["tenant_id"], row["dimension"], period, start, group_id)
+                values[-1] += distinct.get(bucket, 0)
                 mapping: dict[FieldT, EncodableT] = {
                     keys.counter_field(name, group_id): value
                     for name, value in zip(keys.COUNTERS, values, strict=True)
-                    if value
+                    if value and name in keys.HASH_COUNTERS
                 }
                 if mapping:
                     pipe.hset(ckey, mapping=mapping)
                 pipe.zadd(rkey, {group_id: -row["total"]})
-                if expires is not None:
-                    pipe.expireat(ckey, int(expires.timestamp()))
-                    pipe.expireat(rkey, int(expires.timestamp()))
+                if expire_at:
+                    pipe.expireat(ckey, expire_at)
+                    pipe.expireat(rkey, expire_at)
             await pipe.execute()
 
 
-async def _chunks(conn: Connection, query: str, *args: object, size: int = 5000):  # type: ignore[no-untyped-def]
+async def _distinct_counts(
+    conn: Connection, tags: list[int]
+) -> dict[tuple[str, str, Period, date, str], int]:
+    """Distinct items per group in the buckets of ``tags``, keyed like a bucket row."""
+    counts = {}
+    for row in await conn.fetch(_SELECT_DISTINCT_OF, tags):
+        period, start = bucket_of(row["tag"])
+        counts[(row["tenant_id"], row["dimension"], period, start, row["group_id"])] = row["n"]
+    return counts
+
+
+async def _chunks(
+    conn: Connection, query: str, *args: object, size: int = 5000
+) -> AsyncIterator[list[asyncpg.Record]]:
     """Rows of ``query`` in lists of ``size`` (a server-side cursor: bounded memory)."""
     chunk: list[asyncpg.Record] = []
     async for row in conn.cursor(query, *args, prefetch=size):

@@ -179,7 +179,7 @@ async def test_redis_postgres_and_history_give_identical_bodies(fed: Fed) -> Non
     from_postgres = await answers()
     conn = await asyncpg.connect(fed.settings.database_url)
     try:
-        await conn.execute("TRUNCATE interaction_bucket, bucket_distinct")
+        await conn.execute("TRUNCATE interaction_bucket, distinct_seen")
     finally:
         await conn.close()
     from_history = await answers()

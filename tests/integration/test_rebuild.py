@@ -40,7 +40,7 @@ async def test_rebuild_after_losing_every_bucket_restores_the_exact_counts(
 
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await conn.execute("TRUNCATE interaction_bucket, bucket_distinct")
+        await conn.execute("TRUNCATE interaction_bucket, distinct_seen")
     finally:
         await conn.close()
     assert await postgres_buckets(settings.database_url) == {}

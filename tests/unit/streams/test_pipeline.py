@@ -27,9 +27,16 @@ def value(event_id: str, timestamp: object = "2026-03-01T10:00:00Z", **extra: ob
     return json.dumps(doc).encode()
 
 
-def message(raw: bytes | None, offset: int, partition: int = 3) -> RawMessage:
+def message(
+    raw: bytes | None, offset: int, partition: int = 3, record_time: datetime | None = None
+) -> RawMessage:
     return RawMessage(
-        key=b"c1", value=raw, topic="interactions", partition=partition, offset=offset
+        key=b"c1",
+        value=raw,
+        topic="interactions",
+        partition=partition,
+        offset=offset,
+        timestamp=record_time,
     )
 
 
@@ -61,6 +68,26 @@ def test_now_and_tolerance_are_passed_through() -> None:
     raw = value("e1", timestamp="2026-03-01T12:10:00Z")
     assert split_batch([message(raw, 0)], NOW, TOLERANCE)[0] == []
     assert len(split_batch([message(raw, 0)], NOW, timedelta(minutes=10))[0]) == 1
+
+
+def test_the_future_rule_follows_the_record_timestamp_not_the_workers_clock() -> None:
+    """A redelivery hours later (or a worker whose clock is off) decides as the first time."""
+    record_time = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    ahead_4_min = value("e1", timestamp="2026-03-01T12:04:00Z")
+    ahead_6_min = value("e2", timestamp="2026-03-01T12:06:00Z")
+    for worker_clock in (record_time - timedelta(hours=3), record_time + timedelta(days=2)):
+        accepted, rejected = split_batch(
+            [message(ahead_4_min, 0, record_time=record_time),
+             message(ahead_6_min, 1, record_time=record_time)],
+            worker_clock,
+            TOLERANCE,
+        )  # fmt: skip
+        assert [e.id for e in accepted] == ["e1"]
+        assert [d.message.offset for d in rejected] == [1]
+    # without a record timestamp the worker's clock decides
+    assert (
+        split_batch([message(ahead_6_min, 1)], record_time + timedelta(hours=1), TOLERANCE)[1] == []
+    )
 
 
 def test_split_batch_leaves_duplicates_to_the_store() -> None:

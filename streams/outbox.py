@@ -1,0 +1,49 @@
+"""The Redis outbox: deltas committed to Postgres that Redis may not hold yet.
+
+The write path inserts a batch's rows (streams/postgres_sink.py, in its one statement); this
+module reads back and deletes them. A row is deleted only once Redis holds its batch; the
+batch's marker in Redis (core/keys.applied_key) fences any replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from core.db import Connection
+from streams.postgres_sink import HotBucket, hot_bucket
+
+_SELECT_BATCHES = """
+SELECT batch_id, tenant_id, dimension, period, bucket_start, groups, counts
+FROM redis_outbox
+WHERE batch_id IN (SELECT DISTINCT batch_id FROM redis_outbox ORDER BY batch_id LIMIT $1)
+ORDER BY batch_id
+"""
+_SELECT_BATCH_IDS = "SELECT DISTINCT batch_id FROM redis_outbox"
+_DELETE_BATCHES = "DELETE FROM redis_outbox WHERE batch_id = ANY($1::int8[])"
+_COUNT_BATCHES = "SELECT count(DISTINCT batch_id) FROM redis_outbox"
+
+
+async def pending(pool: asyncpg.Pool, limit: int) -> list[tuple[int, list[HotBucket]]]:
+    """Up to ``limit`` batches still in the outbox, oldest first, with their buckets."""
+    batches: dict[int, list[HotBucket]] = {}
+    for row in await pool.fetch(_SELECT_BATCHES, limit):
+        batches.setdefault(row["batch_id"], []).append(hot_bucket(row))
+    return list(batches.items())
+
+
+async def pending_ids(conn: Connection) -> list[int]:
+    """Every batch id in the outbox (read inside the resync's snapshot)."""
+    return [row[0] for row in await conn.fetch(_SELECT_BATCH_IDS)]
+
+
+async def forget(pool: asyncpg.Pool, batch_ids: Sequence[int]) -> None:
+    """Drop batches that Redis holds (their markers fence any replay)."""
+    if batch_ids:
+        await pool.execute(_DELETE_BATCHES, list(batch_ids))
+
+
+async def backlog(pool: asyncpg.Pool) -> int:
+    """How many batches wait for Redis."""
+    return int(await pool.fetchval(_COUNT_BATCHES))

@@ -1,0 +1,103 @@
+"""Schema changes migrate: a database made by the first schema is upgraded in place and
+answers exactly the numbers it answered before, then goes on counting."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+
+import asyncpg
+import pytest
+
+from cli.embedded import EmbeddedServers
+from core.config import Settings
+from core.db import migrate, migration_files
+from streams import outbox
+from tests.conftest import MakeSettings, database_dsn
+from tests.integration import schema1
+from tests.integration.faults import ApiClient, Recount, assert_api_matches_recount, make_keys
+from tests.integration.stores import postgres_buckets, wait_for_exact_stores
+from tests.integration.traffic import make_traffic
+from tests.recount import distinct_events, expected_buckets
+from tests.support import produce
+
+
+@pytest.fixture
+async def dsn(servers: EmbeddedServers) -> AsyncIterator[str]:
+    """An empty database of its own (no migration applied), dropped afterwards."""
+    database = f"is_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    yield database_dsn(servers.database_url, database)
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def test_a_schema1_database_migrates_in_place_and_answers_the_same_numbers(
+    dsn: str, make_settings: MakeSettings, start_worker, start_api
+) -> None:
+    traffic = make_traffic(2500, seed=31, tenants=("default", "acme"))
+    events = distinct_events(traffic.valid)
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await migrate(conn, up_to=1) == ["0001_initial.sql"]
+        await schema1.fill(conn, events)
+        before = await schema1.buckets(conn)
+        # A batch committed but not yet in Redis when the old worker stopped: its outbox row.
+        today = datetime.now(UTC).date()
+        pending = {k: v for k, v in before.items() if k[3] in (today, date.min)}
+        payload = schema1.outbox_payload(pending)
+        await conn.execute("INSERT INTO redis_outbox (deltas) VALUES ($1)", payload)
+        await conn.execute("INSERT INTO redis_outbox (deltas) VALUES ($1)", payload)
+        await conn.execute("DELETE FROM redis_outbox WHERE id = 1")
+
+        assert before == expected_buckets(events)  # the old schema's numbers, exact
+        later = [name for version, name, _ in migration_files() if version > 1]
+        assert (await migrate(conn))[:1] == ["0002_write_path.sql"]  # then 0004, not about data
+        assert later[0] == "0002_write_path.sql"
+        assert await migrate(conn) == []  # applied once
+
+        # every number the old schema stored, the new one answers
+        assert await postgres_buckets(dsn) == before
+        assert await conn.fetchval("SELECT count(*) FROM interaction_history") == len(events)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            [(batch_id, hot)] = await outbox.pending(pool, 10)
+        finally:
+            await pool.close()
+        assert batch_id == 2  # the same batch id: markers already in Redis still fence it
+        converted = {
+            (b.tenant_id, b.dimension, b.period.value, b.start, group): tuple(counts)
+            for b in hot
+            for group, counts in zip(b.groups, b.counts, strict=True)
+        }
+        assert converted == pending
+        assert await conn.fetchval("SELECT nextval('redis_batch_id')") == 3
+        await conn.execute("DELETE FROM redis_outbox")  # its counts are in the buckets already
+    finally:
+        await conn.close()
+
+    # The migrated database behind a worker and the API: the same answers from every store,
+    # then new events counted on top.
+    template = await make_settings()
+    settings = Settings(**{**template.model_dump(), "database_url": dsn})
+    start_worker(settings)
+    api = await start_api(settings)
+    keys = await make_keys(dsn)
+    client = ApiClient(api.url, {"default": keys["viewer:default"], "acme": keys["viewer:acme"]})
+    await assert_api_matches_recount(client, Recount(events), period_source="redis")
+
+    more = make_traffic(1500, seed=32, tenants=("default", "acme"))
+    for event in more.valid:
+        event["id"] = "after-migration-" + event["id"]
+    await produce(settings, more.messages)
+    everything = distinct_events(traffic.valid + more.valid)
+    await wait_for_exact_stores(settings, expected_buckets(everything), len(everything))
+    await assert_api_matches_recount(client, Recount(everything), period_source="redis")
