@@ -60,8 +60,7 @@ async def test_a_schema1_database_migrates_in_place_and_answers_the_same_numbers
 
         assert before == expected_buckets(events)  # the old schema's numbers, exact
         later = [name for version, name, _ in migration_files() if version > 1]
-        assert (await migrate(conn))[:1] == ["0002_write_path.sql"]  # then 0004, not about data
-        assert later[0] == "0002_write_path.sql"
+        assert await migrate(conn) == later  # 0002_write_path.sql, then the later ones
         assert await migrate(conn) == []  # applied once
 
         # every number the old schema stored, the new one answers
