@@ -19,22 +19,25 @@ _COUNTER_COLUMNS = "impression, click, dismiss, accept, convert, total"
 _TYPES = ("impression", "click", "dismiss", "accept", "convert")
 _TYPE_SUMS = ", ".join([*(f"sum({t})::int8 AS {t}" for t in _TYPES), "sum(total)::int8 AS total"])
 
-# Daily and all-time buckets are stored; a page of one is a top-N sort of its rows (there is
+# Daily and all-time buckets are stored; a page of one is a top-N sort of its groups (there is
 # no index on the counters, so that increments stay HOT updates: see migration 0002).
 PERIOD_HAS_DATA = """
 SELECT EXISTS (SELECT 1 FROM interaction_bucket
                WHERE tenant_id = $1 AND dimension = 'action' AND period = $2 AND bucket_start = $3)
 """
 
+# A bucket is the sum of its shards (one per worker process that wrote it).
 PERIOD_PAGE = f"""
-SELECT group_id, {_COUNTER_COLUMNS}, distinct_count, count(*) OVER () AS groups
+SELECT group_id, {_TYPE_SUMS}, sum(distinct_count)::int8 AS distinct_count,
+       count(*) OVER () AS groups
 FROM interaction_bucket
 WHERE tenant_id = $1 AND dimension = $2 AND period = $3 AND bucket_start = $4
+GROUP BY group_id
 ORDER BY total DESC, group_id
 LIMIT $5 OFFSET $6
 """
 PERIOD_COUNT = """
-SELECT count(*) FROM interaction_bucket
+SELECT count(DISTINCT group_id) FROM interaction_bucket
 WHERE tenant_id = $1 AND dimension = $2 AND period = $3 AND bucket_start = $4
 """
 

@@ -65,6 +65,10 @@ class _Watched:
         return {name: round(end[name] - self._start.get(name, end[name]), 3) for name in end}
 
 
+# The do-nothing agent takes batches as the first worker did (take_events, 1 s window).
+NOOP_BATCH_SECONDS = 1.0
+
+
 def _report(measured: Measured, result: Path) -> None:
     """Write the result whole (the parent polls for the file, then stops this process)."""
     partial = result.with_suffix(".partial")
@@ -113,9 +117,7 @@ def _faust_noop(events: int, result: Path, watched: _Watched) -> None:
 
     @app.agent(topic)  # type: ignore[untyped-decorator]
     async def do_nothing(stream: Any) -> None:
-        async for batch in stream.take_events(
-            settings.batch_max_events, within=settings.batch_max_seconds
-        ):
+        async for batch in stream.take_events(settings.batch_max_events, within=NOOP_BATCH_SECONDS):
             seen["events"] += len(batch)
             if not seen["first"]:
                 seen["first"], seen["cpu"] = time.perf_counter(), time.process_time()

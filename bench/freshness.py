@@ -401,19 +401,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured window")
     parser.add_argument("--idle-seconds", type=float, default=15.0, help="ceiling window")
     parser.add_argument("--poll-ms", type=float, default=20.0)
-    parser.add_argument(
-        "--batch-max-seconds",
-        type=float,
-        help="the worker's INTERACTION_SUMMARY_BATCH_MAX_SECONDS (default: the product's)",
-    )
     parser.add_argument("--output", type=Path, help="results file (default: bench/results/)")
     parser.add_argument("--smoke", action="store_true", help="low rate, short, for CI")
     args = parser.parse_args(argv)
     if args.smoke:
         args.rate, args.seconds, args.idle_seconds = 500.0, 4.0, 2.0
-    overrides = (
-        {} if args.batch_max_seconds is None else {"batch_max_seconds": args.batch_max_seconds}
-    )
+    overrides: dict[str, object] = {}
     report = asyncio.run(
         run(args.rate, args.seconds, args.idle_seconds, args.poll_ms, args.smoke, overrides)
     )

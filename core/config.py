@@ -37,10 +37,6 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("is", description="namespace of every Redis key this service owns")
 
     batch_max_events: int = Field(5000, ge=1)
-    # How long a batch may wait to fill. Faust hands events over one at a time (7-15k/s on 2
-    # cores), so 0.1 s cut batches to 500-1,500 events and cost a third of the throughput
-    # (bench.ingest); 1 s lets a backlog fill whole batches and bounds idle-time latency.
-    batch_max_seconds: float = Field(1.0, gt=0)
     future_tolerance_seconds: int = Field(300, ge=0)
 
     worker_metrics_port: int = Field(9108, ge=0, description="0 disables the worker's /metrics")

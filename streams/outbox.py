@@ -1,18 +1,45 @@
 """The Redis outbox: deltas committed to Postgres that Redis may not hold yet.
 
-The write path inserts a batch's rows (streams/postgres_sink.py, in its one statement); this
-module reads back and deletes them. A row is deleted only once Redis holds its batch; the
+The write path inserts a batch's rows (streams/postgres_sink.py, in its one statement, so
+they commit with the counts) in the shape defined here; this module reads them back, decodes
+them and deletes them. A row is deleted only once Redis holds its batch; the
 batch's marker in Redis (core/keys.applied_key) fences any replay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
 
 import asyncpg
 
 from core.db import Connection
-from streams.postgres_sink import HotBucket, hot_bucket
+from core.periods import Period
+
+
+@dataclass(frozen=True, slots=True)
+class HotBucket:
+    """A bucket's deltas for Redis: ``counts[i]`` (COUNTERS order) of ``groups[i]``."""
+
+    tenant_id: str
+    dimension: str
+    period: Period
+    start: date
+    groups: list[str]
+    counts: list[list[int]]
+
+
+def hot_bucket(row: asyncpg.Record) -> HotBucket:
+    return HotBucket(
+        row["tenant_id"],
+        row["dimension"],
+        Period(row["period"]),
+        row["bucket_start"],
+        row["groups"],
+        row["counts"],
+    )
+
 
 _SELECT_BATCHES = """
 SELECT batch_id, tenant_id, dimension, period, bucket_start, groups, counts

@@ -24,7 +24,7 @@ import asyncpg
 
 from streams import metrics, outbox
 from streams.events import Interaction, Rejected, parse_event
-from streams.postgres_sink import WrittenBatch, write_batch
+from streams.postgres_sink import WrittenBatch, own_shard, write_batch
 from streams.redis_sink import NOT_READY, RedisSink
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class BatchProcessor:
         self._send_dead_letters = send_dead_letters
         self._future_tolerance = future_tolerance
         self._mirroring: asyncio.Task[None] | None = None
+        self._shard = own_shard()
 
     async def run(
         self,
@@ -169,7 +170,7 @@ class BatchProcessor:
         attempt = 0
         while True:
             try:
-                written = await write_batch(self._pool, events, datetime.now(UTC))
+                written = await write_batch(self._pool, events, datetime.now(UTC), self._shard)
             except STORE_ERRORS as exc:
                 attempt += 1
                 metrics.STORE_RETRIES.labels("postgres").inc()

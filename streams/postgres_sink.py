@@ -16,9 +16,10 @@ Measured with ``python -m bench.ingest``; bench/README.md has the figures and wh
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
 import asyncpg
 
@@ -33,6 +34,7 @@ from core.periods import (
 )
 from streams.counters import unique_by_id
 from streams.events import KNOWN_TYPES, Interaction
+from streams.outbox import HotBucket, hot_bucket
 
 # Dimension -> the history column holding its group id.
 DIMENSION_COLUMNS: dict[str, str] = {
@@ -143,10 +145,10 @@ WITH batch AS (
     ) AS parts
     GROUP BY 1, 2, 3, 4, 5
 ), upserted AS (
-    INSERT INTO interaction_bucket AS b ({_KEY}, {count_list}, distinct_count)
-    SELECT * FROM deltas WHERE period IN ({stored})
+    INSERT INTO interaction_bucket AS b ({_KEY}, {count_list}, distinct_count, shard)
+    SELECT *, $12::int2 FROM deltas WHERE period IN ({stored})
     ORDER BY {_KEY}
-    ON CONFLICT ({_KEY}) DO UPDATE SET
+    ON CONFLICT ({_KEY}, shard) DO UPDATE SET
         {increments}
     RETURNING 1
 ), batch_id AS (
@@ -173,18 +175,6 @@ WRITE_BATCH = _write_batch_sql()
 
 
 @dataclass(frozen=True, slots=True)
-class HotBucket:
-    """A bucket's deltas for Redis: ``counts[i]`` (COUNTERS order) of ``groups[i]``."""
-
-    tenant_id: str
-    dimension: str
-    period: Period
-    start: date
-    groups: list[str]
-    counts: list[list[int]]
-
-
-@dataclass(frozen=True, slots=True)
 class WrittenBatch:
     """What one committed batch changed; ``batch_id`` is None when Redis has nothing to apply."""
 
@@ -194,21 +184,20 @@ class WrittenBatch:
     buckets: list[HotBucket]
 
 
-def hot_bucket(row: asyncpg.Record) -> HotBucket:
-    return HotBucket(
-        row["tenant_id"],
-        row["dimension"],
-        Period(row["period"]),
-        row["bucket_start"],
-        row["groups"],
-        row["counts"],
-    )
+# Shards a worker may write (core/migrations/0002_write_path.sql): more than workers ever run.
+SHARDS = 16
+
+
+def own_shard() -> int:
+    """This process's shard: distinct processes rarely share one, and when they do they only
+    wait for each other's row locks, they count the same."""
+    return os.getpid() % SHARDS
 
 
 async def write_batch(
-    pool: asyncpg.Pool, events: Sequence[Interaction], now: datetime
+    pool: asyncpg.Pool, events: Sequence[Interaction], now: datetime, shard: int = 0
 ) -> WrittenBatch:
-    """Commit the batch's new events and their counters atomically.
+    """Commit the batch's new events and their counters atomically, into bucket ``shard``.
 
     ``now`` decides which buckets Redis still keeps (their deltas go to the outbox).
     """
@@ -221,6 +210,7 @@ async def write_batch(
             kept[Period.DAILY],
             kept[Period.WEEKLY],
             kept[Period.MONTHLY],
+            shard,
         )
     new_events = rows[0]["new_events"]
     buckets = [hot_bucket(row) for row in rows if row["batch_id"] is not None]

@@ -32,7 +32,7 @@ from core.periods import (
     redis_expiry,
 )
 from streams import outbox
-from streams.postgres_sink import HotBucket
+from streams.outbox import HotBucket
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,14 @@ NOT_READY = -1
 
 _RESYNC_LOCK_ID = 0x1A7E_5A12
 _COUNT_COLUMNS = ", ".join(c if c != "distinct" else "distinct_count" for c in keys.COUNTERS)
-# The buckets Postgres stores that Redis keeps ($1: the oldest daily start Redis keeps).
+# The buckets Postgres stores that Redis keeps, their shards summed ($1: the oldest daily
+# start Redis keeps).
 _SELECT_STORED_HOT = f"""
-SELECT tenant_id, dimension, period, bucket_start, group_id, {_COUNT_COLUMNS}
+SELECT tenant_id, dimension, period, bucket_start, group_id,
+       {", ".join(f"sum({c})::int8 AS {c}" for c in _COUNT_COLUMNS.split(", "))}
 FROM interaction_bucket
 WHERE period = 'alltime' OR (period = 'daily' AND bucket_start >= $1)
+GROUP BY 1, 2, 3, 4, 5
 """
 # Weekly and monthly buckets Redis keeps, summed from their days; their distinct counts
 # come from _SELECT_DISTINCT_OF. $1..$3: the buckets' periods, starts and last days.

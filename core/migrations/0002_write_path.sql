@@ -10,7 +10,11 @@
 -- 4. Distinct items (a customer's actions, a channel's treatments): one row per pair holding
 --    the buckets it was seen in as tags (core/distinct.py), instead of one row per pair and
 --    bucket: one row write per event where there were four.
--- 5. The Redis outbox: one row per batch and hot bucket, its groups and counters as arrays,
+-- 5. Counter rows are sharded: each worker process writes its own shard of a bucket, so two
+--    workers never wait for each other's row locks on the shared current-period rows (every
+--    event of every worker updates the same action, treatment and channel rows); a bucket is
+--    the sum of its shards. Redis holds the sums.
+-- 6. The Redis outbox: one row per batch and hot bucket, its groups and counters as arrays,
 --    written by the same statement that counts the batch.
 
 DELETE FROM interaction_bucket WHERE period IN ('weekly', 'monthly');
@@ -21,6 +25,9 @@ ALTER TABLE interaction_bucket
     ALTER COLUMN dimension TYPE text COLLATE "C",
     ALTER COLUMN period TYPE text COLLATE "C",
     ADD CONSTRAINT interaction_bucket_period_check CHECK (period IN ('daily', 'alltime')),
+    ADD COLUMN shard smallint NOT NULL DEFAULT 0,
+    DROP CONSTRAINT interaction_bucket_pkey,
+    ADD PRIMARY KEY (tenant_id, dimension, period, bucket_start, group_id, shard),
     SET (fillfactor = 70);
 
 -- tags: the daily, weekly and monthly buckets in which group_id has seen item_id

@@ -31,7 +31,11 @@ async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
         pairs = await conn.fetch("SELECT tenant_id, dimension, group_id, tags FROM distinct_seen")
     finally:
         await conn.close()
-    found = {(r[0], r[1], r[2], r[3], r[4]): tuple(r[5:]) for r in rows}
+    found: dict[BucketId, tuple[int, ...]] = {}
+    for r in rows:  # a bucket is the sum of its shards
+        key = (r[0], r[1], r[2], r[3], r[4])
+        before = found.get(key, (0,) * 7)
+        found[key] = tuple(a + b for a, b in zip(before, r[5:], strict=True))
     summed: dict[BucketId, list[int]] = {}
     for (tenant, dimension, period, day, group), counts in list(found.items()):
         if period != "daily":

@@ -106,13 +106,18 @@ async def _write_in_turn(dsn: str, batches: list[list[Interaction]]) -> list[Wri
     try:
         for table in ("interaction_history", "interaction_bucket", "distinct_seen", "redis_outbox"):
             await pool.execute(f"DELETE FROM {table}")
-        return [await write_batch(pool, batch, EVERY_BUCKET_HOT) for batch in batches]
+        # alternate shards, as batches of two workers would: a bucket is the sum of its shards
+        return [
+            await write_batch(pool, batch, EVERY_BUCKET_HOT, shard=i % 2)
+            for i, batch in enumerate(batches)
+        ]
     finally:
         await pool.close()
 
 
 def write_in_turn(dsn: str, batches: list[list[Interaction]]) -> list[WrittenBatch]:
-    """Each batch through the real write path, in turn, into an emptied database."""
+    """Each batch through the real write path, in turn, into an emptied database (every
+    second batch into another shard)."""
     return asyncio.run(_write_in_turn(dsn, batches))
 
 

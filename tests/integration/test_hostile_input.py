@@ -382,12 +382,8 @@ class Rig:
 
 @pytest.fixture
 async def rig(make_settings: MakeSettings, start_worker) -> AsyncIterator[Rig]:
-    """A worker, one publisher, and a consumer collecting the DLQ by source position.
-
-    The batching window is shortened from 1 s: each drawn batch is checked on its own, and
-    the window only delays a batch, it decides nothing about its messages.
-    """
-    settings = await make_settings(batch_max_seconds=0.2)
+    """A worker, one publisher, and a consumer collecting the DLQ by source position."""
+    settings = await make_settings()
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     worker = start_worker(settings)
     await worker.wait_for_log("Worker ready")
