@@ -157,7 +157,7 @@ async def as_api_role(servers: EmbeddedServers) -> AsyncIterator[ApiRole]:
         finally:
             await conn.close()
         parts = urlsplit(settings.database_url)
-        netloc = f"{role}@{parts.hostname}:{parts.port}"
+        netloc = f"{role}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         return settings.model_copy(
             update={"database_url": urlunsplit(parts._replace(netloc=netloc))}
         )
