@@ -9,10 +9,12 @@ from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
 from api.auth import ApiKey, Role, create_key, revoke_key
+from api.auth import key_prefix as prefix_of
 from api.catalog import CatalogDocument, StoredText, load_catalog
-from api.deps import STORE_ERRORS, StoresDep, require_role
+from api.deps import STORE_ERRORS, StoresDep, actor, require_role
 from api.errors import ApiError
-from api.models import ErrorResponse
+from api.models import ERROR_RESPONSES, ErrorResponse
+from core.logs import audit
 
 Editor = Annotated[ApiKey, Depends(require_role(Role.EDITOR))]
 Admin = Annotated[ApiKey, Depends(require_role(Role.ADMIN))]
@@ -21,8 +23,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "the body is not JSON"},
     401: {"model": ErrorResponse, "description": "missing or invalid API key"},
     403: {"model": ErrorResponse, "description": "the key's role is too low"},
-    422: {"model": ErrorResponse, "description": "the body breaks the schema"},
+    422: {"model": ErrorResponse, "description": "the body breaks the schema or a cap"},
     503: {"model": ErrorResponse, "description": "Postgres is unreachable"},
+    **ERROR_RESPONSES,
 }
 
 router = APIRouter(prefix="/api/v1", tags=["administration"])
@@ -63,6 +66,14 @@ async def put_catalog(doc: CatalogDocument, key: Editor, stores: StoresDep) -> C
         raise ApiError(
             503, "DATABASE_UNAVAILABLE", "the catalog cannot be written right now"
         ) from None
+    audit(
+        "catalog.load",
+        actor(key),
+        tenant=key.tenant_id,
+        actions=len(doc.actions),
+        treatments=len(doc.treatments),
+        channels=len(doc.channels),
+    )
     return CatalogLoaded(
         actions=len(doc.actions), treatments=len(doc.treatments), channels=len(doc.channels)
     )
@@ -82,6 +93,15 @@ async def post_key(body: NewKey, key: Admin, stores: StoresDep) -> ORJSONRespons
         )
     except STORE_ERRORS:
         raise ApiError(503, "DATABASE_UNAVAILABLE", "the key cannot be created right now") from None
+    stores.keys.invalidate()  # usable at once here; other API processes see it within a refresh
+    audit(
+        "key.create",
+        actor(key),
+        tenant=key.tenant_id,
+        key_prefix=prefix_of(created),
+        role=body.role,
+        label=body.label,
+    )
     return ORJSONResponse(
         {"key": created, "role": body.role, "tenantId": key.tenant_id}, status_code=201
     )
@@ -102,4 +122,13 @@ async def delete_key(
         revoked = await revoke_key(stores.require_pool(), key_prefix, key.tenant_id)
     except STORE_ERRORS:
         raise ApiError(503, "DATABASE_UNAVAILABLE", "the key cannot be revoked right now") from None
+    stores.keys.invalidate()
+    # A full key given in the path is logged as its prefix, as everywhere.
+    audit(
+        "key.revoke",
+        actor(key),
+        tenant=key.tenant_id,
+        key_prefix=prefix_of(key_prefix),
+        revoked=revoked,
+    )
     return RevokedKeys(revoked=revoked)

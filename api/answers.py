@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 from redis.exceptions import RedisError
 
 from api import queries
@@ -18,6 +22,34 @@ from core.periods import TimeRange, summary_range
 log = logging.getLogger(__name__)
 
 _SERIES_COUNTERS = ("impression", "click", "dismiss", "accept", "convert", "total")
+
+
+def _unavailable(exc: BaseException, what: str) -> ApiError:
+    """The 503 for a failed Postgres read: a timeout says which bound was hit."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return ApiError(
+            503,
+            "QUERY_TIMEOUT",
+            f"{what} took longer than the statement timeout and was cancelled;"
+            " ask for a shorter range or retry later",
+        )
+    if isinstance(exc, TimeoutError):
+        return ApiError(
+            503, "SERVER_BUSY", f"no database connection was free for {what}; retry shortly"
+        )
+    return ApiError(503, "DATABASE_UNAVAILABLE", f"{what} cannot be read right now; retry shortly")
+
+
+@asynccontextmanager
+async def _heavy(stores: Stores) -> AsyncIterator[None]:
+    """A slot for a read without an index bound (half the pool), waited for at most as long
+    as for a connection."""
+    async with asyncio.timeout(stores.settings.api_pool_acquire_timeout_seconds):
+        await stores.heavy_reads.acquire()
+    try:
+        yield
+    finally:
+        stores.heavy_reads.release()
 
 
 async def _page(
@@ -35,24 +67,24 @@ async def _page(
     pool = stores.require_pool()
     try:
         if rng.rolling:
-            page = await queries.rolling_page(
-                pool, tenant, group_by, rng.first_day, rng.last_day, limit, offset
-            )
+            async with _heavy(stores):
+                page = await queries.rolling_page(
+                    pool, tenant, group_by, rng.first_day, rng.last_day, limit, offset
+                )
         else:
             page = await queries.period_page(
                 pool, tenant, group_by, rng.period, rng.first_day, limit, offset
             )
         if page is not None:
             return page, Source.POSTGRES
-        history = await queries.history_page(
-            pool, tenant, group_by, rng.start, rng.end, limit, offset
-        )
+        async with _heavy(stores):
+            history = await queries.history_page(
+                pool, tenant, group_by, rng.start, rng.end, limit, offset
+            )
         return history, Source.HISTORY
     except STORE_ERRORS as exc:
         log.warning("postgres read failed error=%r", exc)
-        raise ApiError(
-            503, "DATABASE_UNAVAILABLE", "the counters cannot be read right now; retry shortly"
-        ) from None
+        raise _unavailable(exc, "the counters") from None
 
 
 def _iso(moment: datetime) -> str:
@@ -109,14 +141,13 @@ async def timeseries(stores: Stores, tenant: str, days: int, now: datetime) -> d
     pool = stores.require_pool()
     try:
         assert rng.end is not None
-        by_day, from_history = await queries.daily_totals(
-            pool, tenant, rng.first_day, rng.last_day, rng.start, rng.end
-        )
+        async with _heavy(stores):
+            by_day, from_history = await queries.daily_totals(
+                pool, tenant, rng.first_day, rng.last_day, rng.start, rng.end
+            )
     except STORE_ERRORS as exc:
         log.warning("postgres read failed error=%r", exc)
-        raise ApiError(
-            503, "DATABASE_UNAVAILABLE", "the counters cannot be read right now"
-        ) from None
+        raise _unavailable(exc, "the daily counters") from None
     series = []
     for i in range(days):
         day = rng.first_day + timedelta(days=i)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -45,6 +47,11 @@ INSERT INTO api_key (key_hash, key_prefix, role, tenant_id, label) VALUES ($1, $
 SELECT_KEY = """
 SELECT role, tenant_id, key_prefix FROM api_key WHERE key_hash = $1 AND revoked_at IS NULL
 """
+SELECT_ACTIVE_KEYS = """
+SELECT key_hash, role, tenant_id, key_prefix FROM api_key WHERE revoked_at IS NULL
+"""
+# Bumped by a trigger on every change to api_key (migration 0004): 0 before the first change.
+CURRENT_KEY_VERSION = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM api_key_version"
 REVOKE_KEY = """
 UPDATE api_key SET revoked_at = now()
 WHERE (key_hash = $1 OR key_prefix = $2) AND revoked_at IS NULL
@@ -93,29 +100,52 @@ async def find_key(pool: asyncpg.Pool, key: str) -> ApiKey | None:
 
 
 class KeyCache:
-    """Remembers key lookups (hits and misses) for a few seconds: one query per key, not per request.
+    """Every active key's hash in memory: an unknown key is refused without asking Postgres.
 
-    A revoked key therefore stops working within ``ttl`` seconds (or once Postgres is back,
-    if it is down at that moment).
+    The key table is small (one row per issued key). It is re-read when ``api_key_version``
+    moved (a trigger bumps it on any change to ``api_key``), checked at most every ``refresh``
+    seconds whatever the request rate: a revoked key stops working within ``refresh`` seconds
+    (or once Postgres is back, if it is down at that moment: the last copy keeps serving).
     """
 
-    def __init__(self, ttl: float) -> None:
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+    def __init__(self, refresh: float) -> None:
+        self._refresh = refresh
+        self._checked_at = -math.inf
+        self._version: int | None = None
+        self._keys: dict[str, ApiKey] | None = None
+        self._lock = asyncio.Lock()
 
-    async def lookup(self, pool: asyncpg.Pool, key: str) -> ApiKey | None:
-        digest = hash_key(key)
-        now = time.monotonic()
-        cached = self._entries.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        try:
-            found = await find_key(pool, key)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            if cached is not None:
-                return cached[1]  # while Postgres is down, a known answer beats a 503
-            raise
-        if len(self._entries) > 10_000:  # bounded: unknown keys must not grow memory forever
-            self._entries.clear()
-        self._entries[digest] = (now + self._ttl, found)
-        return found
+    def invalidate(self) -> None:
+        """Re-read on the next lookup: this process just changed a key."""
+        self._checked_at = -math.inf
+
+    async def lookup(self, pool: asyncpg.Pool | None, key: str) -> ApiKey | None:
+        """The key's role and tenant, or None; raises a store error only before the first load."""
+        if time.monotonic() - self._checked_at >= self._refresh or self._keys is None:
+            await self._reload(pool)
+        assert self._keys is not None
+        return self._keys.get(hash_key(key))
+
+    async def _reload(self, pool: asyncpg.Pool | None) -> None:
+        async with self._lock:
+            if time.monotonic() - self._checked_at < self._refresh and self._keys is not None:
+                return  # another request reloaded while this one waited
+            try:
+                if pool is None:
+                    raise OSError("Postgres is not connected yet")
+                async with pool.acquire() as conn:
+                    version = await conn.fetchval(CURRENT_KEY_VERSION)
+                    if version != self._version or self._keys is None:
+                        rows = await conn.fetch(SELECT_ACTIVE_KEYS)
+                        self._keys = {
+                            r["key_hash"]: ApiKey(
+                                Role.parse(r["role"]), r["tenant_id"], r["key_prefix"]
+                            )
+                            for r in rows
+                        }
+                        self._version = version
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                if self._keys is None:
+                    raise
+                # Postgres down: the keys known a moment ago beat a 503 for every request.
+            self._checked_at = time.monotonic()

@@ -15,6 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 StoredText = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
+# Caps on one catalog document (a 422 names the field past its cap). With the API's body limit
+# they bound what one PUT /api/v1/catalog may cost to parse and to upsert.
+MAX_ITEMS = 10_000  # per list: the demo catalog has 5,000 treatments
+MAX_TEXT = 500  # characters of a name, issue, group, status, type or variant
+Text = Annotated[StoredText, Field(max_length=MAX_TEXT)]
+Ref = Annotated[StoredText, Field(max_length=128)]  # an id of another item, as ids are capped
+
 
 class _CatalogItem(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
@@ -22,35 +29,35 @@ class _CatalogItem(BaseModel):
 
 
 class CatalogAction(_CatalogItem):
-    name: StoredText | None = None
-    issue: StoredText | None = None
-    group: StoredText | None = None
-    status: StoredText | None = None
+    name: Text | None = None
+    issue: Text | None = None
+    group: Text | None = None
+    status: Text | None = None
     priority: Int32 | None = None
 
 
 class CatalogTreatment(_CatalogItem):
-    name: StoredText | None = None
-    action_id: StoredText | None = Field(None, alias="actionId")
-    channel_id: StoredText | None = Field(None, alias="channelId")
-    template_type: StoredText | None = Field(None, alias="templateType")
-    ab_test_variant: StoredText | None = Field(None, alias="abTestVariant")
+    name: Text | None = None
+    action_id: Ref | None = Field(None, alias="actionId")
+    channel_id: Ref | None = Field(None, alias="channelId")
+    template_type: Text | None = Field(None, alias="templateType")
+    ab_test_variant: Text | None = Field(None, alias="abTestVariant")
     weight: Int32 | None = None
-    status: StoredText | None = None
+    status: Text | None = None
 
 
 class CatalogChannel(_CatalogItem):
-    name: StoredText | None = None
-    channel_type: StoredText | None = Field(None, alias="channelType")
+    name: Text | None = None
+    channel_type: Text | None = Field(None, alias="channelType")
 
 
 class CatalogDocument(BaseModel):
     """The JSON file ``interaction-summary catalog load`` takes."""
 
     model_config = ConfigDict(extra="forbid")
-    actions: list[CatalogAction] = []
-    treatments: list[CatalogTreatment] = []
-    channels: list[CatalogChannel] = []
+    actions: list[CatalogAction] = Field([], max_length=MAX_ITEMS)
+    treatments: list[CatalogTreatment] = Field([], max_length=MAX_ITEMS)
+    channels: list[CatalogChannel] = Field([], max_length=MAX_ITEMS)
 
     @model_validator(mode="after")
     def _ids_are_unique(self) -> CatalogDocument:

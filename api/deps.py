@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -10,9 +11,11 @@ import asyncpg
 from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
 
+from api.access import CALLER
 from api.auth import ApiKey, KeyCache, Role, looks_like_key
 from api.catalog import CatalogCache
 from api.errors import ApiError
+from api.limits import RateLimits, too_many
 from api.redis_read import RedisReader
 from api.summary import Recent
 from core.config import Settings
@@ -31,7 +34,11 @@ class Stores:
     reader: RedisReader
     keys: KeyCache
     catalog: CatalogCache
+    limits: RateLimits
     pool: asyncpg.Pool | None = None
+    # Reads that may scan without an index bound (rolling windows, raw history) share half the
+    # pool, so index-served reads always find a connection.
+    heavy_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(5))
     # Summary bodies built from unchanged Redis pages (see api.answers.summary).
     bodies: Recent[tuple[object, object, dict[str, Any]]] = field(
         default_factory=lambda: Recent(64)
@@ -79,15 +86,26 @@ async def current_key(
     if not looks_like_key(key):
         raise ApiError(401, "INVALID_API_KEY", "the API key is malformed")
     try:
-        found = await stores.keys.lookup(stores.require_pool(), key)
+        found = await stores.keys.lookup(stores.pool, key)
     except STORE_ERRORS as exc:
         log.warning("api key lookup failed error=%r", exc)
         raise ApiError(503, "DATABASE_UNAVAILABLE", "cannot check the API key right now") from None
     if found is None:
         raise ApiError(401, "INVALID_API_KEY", "the API key is unknown or revoked")
+    caller = CALLER.get()
+    if caller is not None:  # for the access log
+        caller.update(key_prefix=found.key_prefix, role=found.role.label, tenant=found.tenant_id)
+    wait = stores.limits.check_key(found.key_prefix)
+    if wait is not None:
+        raise ApiError(*too_many(wait, "API key"))
     if x_tenant_id is not None and x_tenant_id != found.tenant_id:
         raise ApiError(403, "TENANT_MISMATCH", "X-Tenant-Id does not match the API key's tenant")
     return found
+
+
+def actor(key: ApiKey) -> dict[str, str]:
+    """Who made a change, for the audit log: the key's prefix (never the key), role, tenant."""
+    return {"key_prefix": key.key_prefix, "role": key.role.label, "tenant": key.tenant_id}
 
 
 def require_role(minimum: Role):  # type: ignore[no-untyped-def]

@@ -13,40 +13,62 @@ from fastapi.responses import ORJSONResponse
 from prometheus_client import make_asgi_app
 from redis.asyncio import Redis
 
+from api.access import AccessLog
 from api.admin import router as admin_router
 from api.auth import KeyCache
 from api.catalog import CatalogCache
 from api.deps import STORE_ERRORS, Stores, StoresDep
+from api.docs import add_docs
 from api.errors import install_error_handlers
+from api.limits import AddressRateLimit, BodyLimit, RateLimits
 from api.metrics import RequestMetrics
 from api.redis_read import RedisReader
 from api.routes import router
 from core.config import Settings, get_settings
-from core.db import create_pool
+from core.db import SchemaError, create_pool
 
 log = logging.getLogger(__name__)
 
 
-async def _connect_postgres(stores: Stores) -> None:
-    """Open the pool, retrying while Postgres is down: the API starts (and /health answers) anyway."""
+POOL_SIZE = 10
+
+
+async def _connect_postgres(stores: Stores, settled: asyncio.Event) -> None:
+    """Open the pool, retrying while Postgres is down or its schema is not current: the API
+    starts (and /health answers) anyway. The API never migrates: it may run as a role that
+    cannot (README "Security"); ``interaction-summary migrate`` does. ``settled`` is set once
+    connected, or once Postgres answered that the schema is not usable (waiting for
+    ``migrate`` must not hold up start-up)."""
+    settings = stores.settings
     delay = 0.5
     while stores.pool is None:
         try:
             stores.pool = await create_pool(
-                stores.settings.database_url,
+                settings.database_url,
                 min_size=1,
-                max_size=10,
+                max_size=POOL_SIZE,
                 connect_timeout=5,
-                command_timeout=10,
+                # Client-side backstop, in case the server never answers the cancel.
+                command_timeout=settings.api_statement_timeout_seconds + 5,
+                run_migrations=False,
+                statement_timeout=settings.api_statement_timeout_seconds,
+                acquire_timeout=settings.api_pool_acquire_timeout_seconds,
             )
+        except SchemaError as exc:
+            settled.set()
+            log.error("postgres schema not usable, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)  # one cheap query: notice `migrate` soon
         except (*STORE_ERRORS, TimeoutError) as exc:
             log.warning("postgres not reachable yet, retrying in %.1fs error=%r", delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+    settled.set()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    limits = RateLimits(settings.api_rate_limit_per_key, settings.api_rate_limit_per_address)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,11 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             RedisReader(redis, settings.redis_prefix),
             KeyCache(settings.api_key_cache_seconds),
             CatalogCache(settings.catalog_refresh_seconds),
+            limits,
+            heavy_reads=asyncio.Semaphore(POOL_SIZE // 2),
         )
         app.state.stores = stores
-        connecting = asyncio.create_task(_connect_postgres(stores))
+        settled = asyncio.Event()
+        connecting = asyncio.create_task(_connect_postgres(stores, settled))
         with suppress(asyncio.TimeoutError):  # a slow Postgres must not block start-up
-            await asyncio.wait_for(asyncio.shield(connecting), timeout=10)
+            await asyncio.wait_for(settled.wait(), timeout=10)
         yield
         connecting.cancel()
         if stores.pool is not None:
@@ -74,13 +99,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Real-time interaction counters per action, treatment, channel and customer.",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        docs_url=None,  # served by api.docs from local files, or not at all
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)
     _add_operational_routes(app)
+    if settings.api_docs:
+        add_docs(app)
     app.mount("/metrics", make_asgi_app())
+    # Outermost last: access log and request id, metrics, rate per address, body size.
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(AddressRateLimit, limits=limits)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(AccessLog)
     try:
         from api.dashboard_routes import router as dashboard_router
     except ImportError:  # the dashboard is optional for the API itself

@@ -108,3 +108,14 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# Answers any operation can give before its own code runs (api.limits), for every operation's
+# documented responses.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    413: {"model": ErrorResponse, "description": "the request body is larger than the limit"},
+    429: {
+        "model": ErrorResponse,
+        "description": "too many requests for this key or client address; see Retry-After",
+    },
+}

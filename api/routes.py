@@ -10,7 +10,7 @@ from fastapi.responses import ORJSONResponse
 
 from api import answers
 from api.deps import StoresDep, Viewer
-from api.models import ErrorResponse, SummaryResponse, TimeseriesResponse
+from api.models import ERROR_RESPONSES, ErrorResponse, SummaryResponse, TimeseriesResponse
 from api.summary import GroupBy, Window
 
 MAX_LIMIT = 500
@@ -24,7 +24,11 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     },
     422: {"model": ErrorResponse, "description": "a parameter is out of range or unknown"},
     500: {"model": ErrorResponse, "description": "unexpected error (logged)"},
-    503: {"model": ErrorResponse, "description": "no store can answer correctly right now"},
+    503: {
+        "model": ErrorResponse,
+        "description": "no store can answer correctly right now, or the read hit its time bound",
+    },
+    **ERROR_RESPONSES,
 }
 
 router = APIRouter(prefix="/api/v1", tags=["interaction summary"])

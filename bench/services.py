@@ -160,6 +160,9 @@ async def fresh_settings(
         "redis_prefix": f"bench-{name}-{uid}",
         "worker_metrics_port": 0,
         "worker_data_dir": work_dir / f"worker-{uid}",
+        # A benchmark measures capacity from one key and one address: rate limits would cap it.
+        "api_rate_limit_per_key": "",
+        "api_rate_limit_per_address": "",
     }
     settings = Settings(**{**values, **overrides})
     try:

@@ -65,43 +65,127 @@ def up(
     not started. Ctrl-C stops everything.
     """
     from cli.stack import StackOptions, run_up
+    from core.logs import configure_logging
 
+    configure_logging("WARNING")  # interactive: the live table tells the rest; parts log to files
     options = StackOptions(state_dir.resolve(), demo, demo_rate, api_port)
     raise typer.Exit(run_up(options, console))
 
 
 @app.command()
-def worker(
-    loglevel: Annotated[str, typer.Option(help="Faust log level")] = "info",
+def migrate(
+    api_role: Annotated[
+        str | None,
+        typer.Option(help="also grant this existing role what the API needs, and nothing more"),
+    ] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for Postgres to answer")] = 0.0,
 ) -> None:
-    """Run the stream worker (creates the topics first if they are missing)."""
-    from cli.topics import ensure_topics, service_topics
+    """Apply pending schema migrations (refused if an applied migration file was edited)."""
+    from core.db import SchemaError
+    from core.logs import configure_logging
 
     settings = get_settings()
+    configure_logging(settings.log_level)
+    try:
+        applied, granted = asyncio.run(_migrate(settings, api_role, wait))
+    except SchemaError as exc:
+        errors.print(f"[red]migration refused:[/] {exc}")
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    except (OSError, asyncpg.PostgresError) as exc:
+        where = settings.database_url.split("@")[-1]
+        errors.print(f"cannot migrate Postgres at DATABASE_URL ({where}): {exc}")
+        raise typer.Exit(1) from None
+    errors.print(
+        f"{len(applied)} migration(s) applied{': ' + ', '.join(applied) if applied else ''}"
+    )
+    for statement in granted:
+        errors.print(statement)
+
+
+async def _migrate(
+    settings: Settings, api_role: str | None, wait: float
+) -> tuple[list[str], list[str]]:
+    """Migrate (waiting up to ``wait`` s for Postgres to accept connections), then grant."""
+    import time
+
+    from core.db import migrate as apply_migrations
+    from core.roles import grant_api_role
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            conn = await asyncpg.connect(settings.database_url, timeout=10)
+            break
+        except (OSError, asyncpg.CannotConnectNowError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+    try:
+        applied = await apply_migrations(conn)
+        granted = await grant_api_role(conn, api_role) if api_role else []
+    finally:
+        await conn.close()
+    return applied, granted
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[
+        str | None, typer.Option(help="default: INTERACTION_SUMMARY_LOG_LEVEL")
+    ] = None,
+) -> None:
+    """Run the stream worker: migrations first, then the topics if missing, then consume."""
+    from cli.topics import ensure_topics, service_topics
+    from core.db import SchemaError
+    from core.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(loglevel or settings.log_level)
+    try:
+        asyncio.run(_migrate(settings, None, wait=120))
+    except SchemaError as exc:  # an edited migration does not heal by retrying
+        errors.print(f"[red]worker not started, migration refused:[/] {exc}")
+        raise typer.Exit(1) from None
     asyncio.run(
         ensure_topics(settings.kafka_bootstrap_servers, service_topics(settings), wait_seconds=120)
     )
     from streams.app import run_worker
 
-    run_worker(loglevel)
+    run_worker((loglevel or settings.log_level).lower())
 
 
 @app.command()
 def api(
     host: Annotated[str | None, typer.Option(help="default: INTERACTION_SUMMARY_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: INTERACTION_SUMMARY_API_PORT")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    log_level: Annotated[
+        str | None, typer.Option(help="default: INTERACTION_SUMMARY_LOG_LEVEL")
+    ] = None,
 ) -> None:
-    """Run the summary API (uvicorn)."""
+    """Run the summary API (uvicorn). It never migrates: run `migrate` (or the worker) first."""
     import uvicorn
 
+    from core.logs import configure_logging
+
     settings = get_settings()
+    level = (log_level or settings.log_level).upper()
+    configure_logging(level)
+    trusted = settings.api_forwarded_allow_ips.strip()
     uvicorn.run(
         "api.main:app",
         host=host or settings.api_host,
         port=port if port is not None else settings.api_port,
-        log_level=log_level,
-        access_log=False,
+        log_level=level.lower(),
+        log_config=None,  # ours (JSON), configured above
+        access_log=False,  # api.access writes the access log, without query strings
+        # X-Forwarded-For is believed only from these proxies; by default from none, so the
+        # client address (rate limits, access log) is the TCP peer.
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        server_header=False,
     )
 
 
@@ -124,7 +208,10 @@ def produce(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Publish interaction events, keyed by customerId, with a progress bar."""
+    from core.logs import configure_logging
+
     settings = get_settings()
+    configure_logging("WARNING")  # interactive: the progress bar tells the rest
     if file is None and count is None and rate == 0:
         raise typer.BadParameter("synthetic events need --count or --rate (else they never end)")
     with contextlib.ExitStack() as opened:
@@ -211,7 +298,11 @@ def keys_create(
         parsed = Role.parse(role)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--role") from None
+    from api.auth import key_prefix
+    from core.logs import audit
+
     key = _with_pool(lambda pool: create_key(pool, parsed, tenant, label))
+    audit("key.create", _cli_actor(), tenant=tenant, key_prefix=key_prefix(key), role=parsed.label)
     print(key)
     errors.print(f"{parsed.label} key for tenant {tenant!r} created; it is not stored in clear.")
 
@@ -221,9 +312,11 @@ def keys_revoke(
     key: Annotated[str, typer.Argument(help="the key, or its prefix as shown in logs")],
 ) -> None:
     """Revoke a key (within the API's key cache time it stops working everywhere)."""
-    from api.auth import revoke_key
+    from api.auth import key_prefix, revoke_key
+    from core.logs import audit
 
     revoked = _with_pool(lambda pool: revoke_key(pool, key))
+    audit("key.revoke", _cli_actor(), key_prefix=key_prefix(key), revoked=revoked)
     if not revoked:
         errors.print(f"no active key matches {key!r}")
         raise typer.Exit(1)
@@ -247,7 +340,17 @@ def catalog_load(
     except ValidationError as exc:
         errors.print(f"{file} is not a valid catalog:\n{exc}")
         raise typer.Exit(1) from None
+    from core.logs import audit
+
     _with_pool(lambda pool: load_catalog(pool, document, tenant))
+    audit(
+        "catalog.load",
+        _cli_actor(),
+        tenant=tenant,
+        actions=len(document.actions),
+        treatments=len(document.treatments),
+        channels=len(document.channels),
+    )
     console.print(
         f"loaded {len(document.actions)} actions, {len(document.treatments)} treatments,"
         f" {len(document.channels)} channels for tenant {tenant!r}"
@@ -276,15 +379,30 @@ def rebuild() -> None:
     console.print(f"rebuilt {rows:,} bucket rows; Redis resynced")
 
 
-def _with_pool(use: Callable[[asyncpg.Pool], Awaitable[T]], settings: Settings | None = None) -> T:
-    """Run ``use`` with a pool on the configured database (migrations applied first)."""
-    from core.db import create_pool
+def _cli_actor() -> dict[str, str]:
+    """Who made a change from the command line, for the audit log."""
+    import getpass
 
-    dsn = (settings or get_settings()).database_url
+    return {"via": "cli", "os_user": getpass.getuser()}
+
+
+def _with_pool(use: Callable[[asyncpg.Pool], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Run ``use`` with a pool on the configured database (its schema must be current)."""
+    from core.db import SchemaError, create_pool
+    from core.logs import configure_logging
+
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    dsn = settings.database_url
 
     async def run() -> T:
         try:
-            pool = await create_pool(dsn, min_size=1, max_size=2, connect_timeout=10)
+            pool = await create_pool(
+                dsn, min_size=1, max_size=2, connect_timeout=10, run_migrations=False
+            )
+        except SchemaError as exc:
+            errors.print(str(exc))
+            raise typer.Exit(1) from None
         except (OSError, asyncpg.PostgresError) as exc:
             errors.print(f"cannot reach Postgres at DATABASE_URL ({dsn.split('@')[-1]}): {exc}")
             raise typer.Exit(1) from None

@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from limits import parse_many
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,12 +40,35 @@ class Settings(BaseSettings):
     future_tolerance_seconds: int = Field(300, ge=0)
 
     worker_metrics_port: int = Field(9108, ge=0, description="0 disables the worker's /metrics")
+    worker_metrics_host: str = "127.0.0.1"
     worker_data_dir: Path = Path(".interaction-summary/worker")
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_key_cache_seconds: float = Field(2.0, ge=0)
     catalog_refresh_seconds: float = Field(1.0, ge=0)
+    # Bounds on what one request may cost (README "Security").
+    api_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    api_rate_limit_per_key: str = "100/second;3000/minute"
+    api_rate_limit_per_address: str = "200/second;6000/minute"
+    api_forwarded_allow_ips: str = ""
+    api_statement_timeout_seconds: float = Field(5.0, gt=0)
+    api_pool_acquire_timeout_seconds: float = Field(2.0, gt=0)
+    api_docs: bool = True
+    log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+
+    @field_validator("api_rate_limit_per_key", "api_rate_limit_per_address")
+    @classmethod
+    def _rate_limits_parse(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a rate limit: write e.g. '100/second;3000/minute',"
+                    " or nothing for no limit"
+                ) from None
+        return value
 
 
 @lru_cache(maxsize=1)

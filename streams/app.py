@@ -10,11 +10,13 @@ from typing import Any
 
 import faust
 from faust.sensors import Monitor
+from mode.utils.logging import ExtensionFormatter
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from core.config import Settings, get_settings
 from core.db import create_pool
+from core.logs import JsonFormatter, logging_config
 from streams.metrics import CONSUMER_LAG
 from streams.pipeline import BatchProcessor, DeadLetter, GroupCommit, RawMessage
 from streams.redis_sink import RedisSink
@@ -176,7 +178,21 @@ async def report_consumer_lag() -> None:
 @app.task
 async def serve_metrics() -> None:
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="0.0.0.0")  # noqa: S104
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+
+
+class WorkerLogFormatter(JsonFormatter):
+    """JSON lines (core.logs) with Faust's own rendering of log arguments, e.g. an assignment's
+    partitions as the table operators (and tests/integration/faults.py) read."""
+
+    _format_args = ExtensionFormatter._format_args
+    format_arg = ExtensionFormatter.format_arg
+    _format_arg = ExtensionFormatter._format_arg
+    _format_arg2 = ExtensionFormatter._format_arg2
+
+    def format(self, record: logging.LogRecord) -> str:
+        self._format_args(record)
+        return super().format(record)
 
 
 def run_worker(loglevel: str = "info") -> None:
@@ -186,5 +202,7 @@ def run_worker(loglevel: str = "info") -> None:
 
     # uvloop: about 16 % less of Faust's own CPU per message (bench/README.md).
     mode.loop.use("uvloop")
-    worker = Worker(app, loglevel=loglevel, quiet=True)
+    # JSON lines like every other process (core.logs), instead of Faust's coloured text.
+    config = logging_config(loglevel, WorkerLogFormatter)
+    worker = Worker(app, loglevel=loglevel, quiet=True, logging_config=config)
     worker.execute_from_commandline()

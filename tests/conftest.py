@@ -27,6 +27,7 @@ from cli.embedded import EmbeddedServers, embedded_servers
 from cli.topics import ensure_topics, service_topics
 from core.config import Settings
 from core.db import create_pool
+from core.roles import grant_api_role
 from tests.support import ApiProcess, ServiceProcess
 from tests.support import start_api as _start_api
 from tests.support import start_worker as _start_worker
@@ -127,6 +128,54 @@ async def make_settings(servers: EmbeddedServers, tmp_path: Path) -> AsyncIterat
         try:
             for database in databases:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+class ApiRole(Protocol):
+    def __call__(self, settings: Settings) -> Awaitable[Settings]: ...
+
+
+@pytest.fixture
+async def as_api_role(servers: EmbeddedServers) -> AsyncIterator[ApiRole]:
+    """``await as_api_role(settings)`` -> the same settings, with a ``DATABASE_URL`` of a role of
+    its own that has only the API's grants (core.roles), for running the API least-privileged.
+    The role is cluster-wide: dropped after the test."""
+    made: list[tuple[str, str]] = []
+
+    async def make(settings: Settings) -> Settings:
+        role = f"is_api_{uuid.uuid4().hex[:12]}"
+        admin = await asyncpg.connect(servers.database_url)
+        try:
+            await admin.execute(f"CREATE ROLE {role} LOGIN")
+        finally:
+            await admin.close()
+        made.append((role, settings.database_url))
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await grant_api_role(conn, role)
+        finally:
+            await conn.close()
+        parts = urlsplit(settings.database_url)
+        netloc = f"{role}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return settings.model_copy(
+            update={"database_url": urlunsplit(parts._replace(netloc=netloc))}
+        )
+
+    yield make
+
+    for role, dsn in made:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"DROP OWNED BY {role}")
+        finally:
+            await conn.close()
+        admin = await asyncpg.connect(servers.database_url)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
+            )
+            await admin.execute(f"DROP ROLE IF EXISTS {role}")
         finally:
             await admin.close()
 

@@ -110,13 +110,19 @@
     seq: 0, timer: 0, controller: null, failures: 0, stopped: false,
   };
 
+  // The key lives for this browser tab's session (sessionStorage) unless the person ticks
+  // "remember", which keeps it in localStorage until "Forget key".
   function readKey() {
-    try { return localStorage.getItem(KEY_STORAGE) || ""; } catch { return ""; }
+    try {
+      return sessionStorage.getItem(KEY_STORAGE) || localStorage.getItem(KEY_STORAGE) || "";
+    } catch { return ""; }
   }
-  function writeKey(key) {
+  function writeKey(key, remember) {
     state.key = key;
     try {
-      if (key) localStorage.setItem(KEY_STORAGE, key); else localStorage.removeItem(KEY_STORAGE);
+      sessionStorage.removeItem(KEY_STORAGE);
+      localStorage.removeItem(KEY_STORAGE);
+      if (key) (remember ? localStorage : sessionStorage).setItem(KEY_STORAGE, key);
     } catch { /* private mode: the key lives for this page only */ }
   }
 
@@ -600,6 +606,7 @@
     el.keyMessage.textContent = message || "";
     el.keyMessage.classList.toggle("problem", problem);
     el.keyInput.value = state.key;
+    try { $("key-remember").checked = Boolean(localStorage.getItem(KEY_STORAGE)); } catch { /* none */ }
     if (!el.dialog.open) el.dialog.showModal();
     el.keyInput.focus();
     el.keyInput.select();
@@ -609,7 +616,7 @@
     event.preventDefault();
     const key = el.keyInput.value.trim();
     if (!key) { askForKey("Type or paste an API key.", true); return; }
-    writeKey(key);
+    writeKey(key, $("key-remember").checked);
     el.dialog.close();
     state.stopped = false;
     state.failures = 0;
@@ -690,7 +697,7 @@
     el.keyForm.addEventListener("submit", useKey);
     $("change-key").addEventListener("click", () => askForKey(""));
     $("key-forget").addEventListener("click", () => {
-      writeKey("");
+      writeKey("", false);
       el.keyInput.value = "";
       el.keyMessage.textContent = "Key forgotten. Enter a key to go on.";
       state.stopped = true;

@@ -67,11 +67,13 @@ class Target:
 
 
 @pytest.fixture
-async def target(settings: Settings, start_worker, start_api) -> AsyncIterator[Target]:
-    """An API over counted events (Redis and Postgres both populated), with keys of each role."""
+async def target(settings: Settings, start_worker, start_api, as_api_role) -> AsyncIterator[Target]:
+    """An API over counted events (Redis and Postgres both populated), with keys of each role.
+
+    The API runs as a role with only the API's grants (core.roles), as in production."""
     traffic = make_traffic(600, seed=71)
     start_worker(settings)
-    api = await start_api(settings)
+    api = await start_api(await as_api_role(settings))
     keys = await make_keys(settings.database_url)
     async with Publisher(settings) as publisher:
         await publisher.send(traffic.messages)
@@ -265,10 +267,11 @@ class Bare:
 
 
 @pytest.fixture
-async def bare(settings: Settings, start_api) -> Bare:
-    """An API and keys of every role; no events needed to check who may do what."""
+async def bare(settings: Settings, start_api, as_api_role) -> Bare:
+    """An API (as the API's database role) and keys of every role; no events needed to check
+    who may do what."""
     keys = await make_keys(settings.database_url, ("default", "acme"))
-    api = await start_api(settings)
+    api = await start_api(await as_api_role(settings))
     return Bare(api.url, keys, settings, api)
 
 

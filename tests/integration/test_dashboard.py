@@ -283,7 +283,9 @@ async def test_dashboard_shows_the_apis_numbers_and_follows_new_events(
         await page.fill("#key-input", key)
         await page.click("#key-submit")
         await ui.wait_matches("the page never showed the API's action summary")
-        assert await page.evaluate("localStorage.getItem('interaction-summary.apiKey')") == key
+        # Kept for the tab's session only: "remember" was not ticked.
+        assert await page.evaluate("sessionStorage.getItem('interaction-summary.apiKey')") == key
+        assert await page.evaluate("localStorage.getItem('interaction-summary.apiKey')") is None
         rows = {r["key"]: r["texts"] for r in await ui.table()}
         assert list(rows) == ["OFF-GOLD", "OFF-MORT", "OFF-NEW"]
         gold = next(r for r in ui.last_api["summary"] if r["id"] == "OFF-GOLD")
@@ -376,6 +378,23 @@ async def test_dashboard_shows_the_apis_numbers_and_follows_new_events(
         recovery = time.monotonic() - down_until
         assert await page.locator("#banner").is_hidden()
         await ui.wait_matches("customers after recovery", groupBy="customer", limit=10, offset=10)
+
+        # The key was kept for that tab only: a new tab asks again. Ticking "remember" keeps it
+        # in this browser (localStorage), so the next tab connects by itself.
+        second_tab = await context.new_page()
+        await second_tab.goto(f"{api.url}/dashboard")
+        await second_tab.locator("#key-dialog[open]").wait_for()
+        await second_tab.fill("#key-input", key)
+        await second_tab.check("#key-remember")
+        await second_tab.click("#key-submit")
+        await second_tab.locator("#status[data-state=live]").wait_for(timeout=20_000)
+        assert (
+            await second_tab.evaluate("localStorage.getItem('interaction-summary.apiKey')") == key
+        )
+        third_tab = await context.new_page()
+        await third_tab.goto(f"{api.url}/dashboard")
+        await third_tab.locator("#status[data-state=live]").wait_for(timeout=20_000)
+        assert await third_tab.locator("#key-dialog[open]").count() == 0
 
     assert not errors, f"JavaScript errors on the page: {errors}"
     assert not foreign, f"the page fetched from outside its server: {foreign}"
