@@ -81,6 +81,8 @@ interactions = app.topic(
     partitions=settings.topic_partitions,
 )
 dead_letters = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+# Between the agent (reader) and the committer; the lag timer tells it about a backlog.
+_batches: GroupCommit[Any] = GroupCommit(settings.batch_max_events)
 
 
 class _Worker:
@@ -144,7 +146,7 @@ def _raw(event: Any) -> RawMessage:
 async def count_interactions(stream: Any) -> None:
     """Read events into the group-commit buffer; the processor counts and acknowledges them."""
     events = stream.noack()
-    batches: GroupCommit[Any] = GroupCommit(settings.batch_max_events)
+    batches = _batches
     processor = await _Worker.get()
     committer = asyncio.ensure_future(processor.run(batches, _raw, events.ack))
     try:
@@ -162,17 +164,22 @@ async def keep_redis_exact() -> None:
     await processor.keep_redis_exact()
 
 
-@app.timer(interval=5.0)
+@app.timer(interval=1.0)
 async def report_consumer_lag() -> None:
-    """Messages between each partition's end (as last fetched) and our read position."""
+    """Messages between each partition's end (as last fetched) and our read position; more
+    than a batch behind in all, the committer waits for full batches (a backlog)."""
     consumer = app.consumer
+    behind = 0
     for tp in consumer.assignment():
         if tp.topic != settings.topic:
             continue
         position = await consumer.position(tp)
         highwater = consumer.highwater(tp)
         if position is not None and highwater is not None:
-            CONSUMER_LAG.labels(str(tp.partition)).set(max(highwater - position, 0))
+            lag = max(highwater - position, 0)
+            CONSUMER_LAG.labels(str(tp.partition)).set(lag)
+            behind += lag
+    _batches.fill = behind > settings.batch_max_events
 
 
 @app.task
