@@ -18,7 +18,9 @@ from api.auth import KeyCache
 from api.catalog import CatalogCache
 from api.deps import STORE_ERRORS, Stores, StoresDep
 from api.errors import install_error_handlers
+from api.ingest import router as ingest_router
 from api.metrics import RequestMetrics
+from api.publisher import EventPublisher
 from api.redis_read import RedisReader
 from api.routes import router
 from core.config import Settings, get_settings
@@ -59,11 +61,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CatalogCache(settings.catalog_refresh_seconds),
         )
         app.state.stores = stores
+        publisher = EventPublisher(
+            settings.kafka_bootstrap_servers,
+            settings.topic,
+            settings.ingest_publish_timeout_seconds,
+        )
+        app.state.publisher = publisher
         connecting = asyncio.create_task(_connect_postgres(stores))
-        with suppress(asyncio.TimeoutError):  # a slow Postgres must not block start-up
-            await asyncio.wait_for(asyncio.shield(connecting), timeout=10)
+        with suppress(asyncio.TimeoutError):  # a slow Postgres or broker must not block start-up
+            await asyncio.wait_for(
+                asyncio.gather(asyncio.shield(connecting), asyncio.shield(publisher.start())),
+                timeout=10,
+            )
         yield
         connecting.cancel()
+        await publisher.stop()
         if stores.pool is not None:
             await stores.pool.close()
         await redis.aclose()
@@ -78,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(ingest_router)
     _add_operational_routes(app)
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(RequestMetrics)

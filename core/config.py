@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(2.0, ge=0)
     catalog_refresh_seconds: float = Field(1.0, ge=0)
 
+    # HTTP ingestion (api/ingest.py). 1,000 events of the contract's largest form fit in
+    # about 1 MiB; a body above the limit is refused (413) before it is read whole.
+    ingest_max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    # How long a POST waits for the broker to acknowledge every event before it answers 503.
+    ingest_publish_timeout_seconds: float = Field(5.0, gt=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

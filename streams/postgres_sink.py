@@ -35,9 +35,9 @@ _DISTINCT = COUNTERS.index("distinct")
 # deadlocks). Any fixed order does; byte order (COLLATE "C") is the cheapest to sort by.
 INSERT_HISTORY = """
 INSERT INTO interaction_history
-    (tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type)
+    (tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type, direction)
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                     $6::text[], $7::text[], $8::text[]) AS u(t, e)
+                     $6::text[], $7::text[], $8::text[], $9::text[]) AS u(t, e)
 ORDER BY t COLLATE "C", e COLLATE "C"
 ON CONFLICT (tenant_id, event_id) DO NOTHING
 RETURNING tenant_id, event_id
@@ -144,6 +144,7 @@ def _history_columns(events: Sequence[Interaction]) -> list[list[object]]:
         [e.treatment_id for e in events],
         [e.channel_id for e in events],
         [e.type for e in events],
+        [e.direction for e in events],
     ]
 
 
