@@ -68,10 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.publisher = publisher
         connecting = asyncio.create_task(_connect_postgres(stores))
-        with suppress(asyncio.TimeoutError):  # a slow Postgres or broker must not block start-up
+        producing = publisher.start()
+        with suppress(asyncio.TimeoutError):  # a slow Postgres must not block start-up
+            await asyncio.wait_for(asyncio.shield(connecting), timeout=10)
+        with suppress(asyncio.TimeoutError):  # nor a broker that is away: ingestion 503s
             await asyncio.wait_for(
-                asyncio.gather(asyncio.shield(connecting), asyncio.shield(publisher.start())),
-                timeout=10,
+                asyncio.shield(producing), timeout=settings.ingest_publish_timeout_seconds
             )
         yield
         connecting.cancel()
