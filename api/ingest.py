@@ -124,10 +124,6 @@ class Outcome(BaseModel):
     rank: int | None = None
 
 
-class Bulk(BaseModel):
-    outcomes: list[Outcome] = Field(min_length=1, max_length=intake.MAX_EVENTS)
-
-
 class ItemRejected(BaseModel):
     index: int = Field(description="position of the item in the request, from 0")
     error: str = Field(description="why it was rejected; it was not published")
@@ -169,17 +165,17 @@ class BulkFailed(ErrorResponse):
     errors: list[ItemRejected]
 
 
-def _body_schema(model: type[BaseModel], *, many: bool) -> dict[str, object]:
+def _body_schema(
+    model: type[BaseModel], shape: Literal["one", "one or many", "outcomes"]
+) -> dict[str, object]:
+    """The request body's schema for OpenAPI, inlined (the body is read by the route)."""
     one = model.model_json_schema()
-    if many:
-        schema: dict[str, object] = {
-            "anyOf": [
-                one,
-                {"type": "array", "items": one, "minItems": 1, "maxItems": intake.MAX_EVENTS},
-            ]
-        }
-    else:
-        schema = one
+    many = {"type": "array", "items": one, "minItems": 1, "maxItems": intake.MAX_EVENTS}
+    schema: dict[str, object] = {
+        "one": one,
+        "one or many": {"anyOf": [one, many]},
+        "outcomes": {"type": "object", "properties": {"outcomes": many}, "required": ["outcomes"]},
+    }[shape]
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
@@ -211,7 +207,7 @@ def _errors(invalid: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     status_code=202,
     response_model=Accepted,
     responses=_errors(NoneAccepted),
-    openapi_extra=_body_schema(Event, many=True),
+    openapi_extra=_body_schema(Event, "one or many"),
     summary="Publish one event or up to 1,000 (producer, editor or admin)",
 )
 async def post_interactions(
@@ -234,7 +230,7 @@ async def post_interactions(
     "/respond",
     response_model=Recorded,
     responses=_errors(ErrorResponse),
-    openapi_extra=_body_schema(Outcome, many=False),
+    openapi_extra=_body_schema(Outcome, "one"),
     summary="Record one outcome, KaireonAI's shape (producer, editor or admin)",
 )
 async def post_respond(
@@ -276,7 +272,7 @@ async def post_respond(
     "/respond/bulk",
     response_model=BulkResult,
     responses=_errors(BulkFailed),
-    openapi_extra=_body_schema(Bulk, many=False),
+    openapi_extra=_body_schema(Outcome, "outcomes"),
     summary="Record 1 to 1,000 outcomes, KaireonAI's shape (producer, editor or admin)",
 )
 async def post_respond_bulk(
