@@ -72,7 +72,8 @@ class EventPublisher:
             raise BrokerUnavailable("the broker is not reachable; retry shortly")
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self._send_all(producer, messages), self._timeout)
+            async with asyncio.timeout(self._timeout):  # no task of its own, unlike wait_for
+                await self._send_all(producer, messages)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning(
                 "publish failed events=%d topic=%s error=%r", len(messages), self.topic, exc
