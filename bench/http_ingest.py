@@ -75,11 +75,19 @@ class Connection:
         self._writer: asyncio.StreamWriter | None = None
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
-        self._writer.write(self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        status = int((await self._reader.readline()).split()[1])
+        request = self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        for _ in range(2):
+            if self._writer is None:
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            assert self._reader is not None
+            self._writer.write(request)
+            line = await self._reader.readline()
+            if line:
+                break
+            # The server closed the connection while it was idle (keep-alive timeout): the
+            # request was never read, so it goes again on a new connection.
+            self.close()
+        status = int(line.split()[1])
         length = 0
         while (line := await self._reader.readline()) not in (b"\r\n", b""):
             if line[:15].lower() == b"content-length:":
@@ -89,6 +97,7 @@ class Connection:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        self._reader = self._writer = None
 
 
 # --- phases --------------------------------------------------------------------------------
