@@ -387,7 +387,14 @@ async def run(args: argparse.Namespace) -> Report:
         work = Path(tmp)
         with services.servers(kafka=True, state_dir=work / "servers") as srv:
             report.servers = services.describe(srv)
-            async with services.fresh_settings(srv, "http", work) as settings:
+            # One producer key sends 200 single POSTs a second and batches as fast as it can:
+            # the per-key and per-address request budgets (issue 14) must not be what is
+            # measured. (Settings ignore the names where those budgets do not exist yet.)
+            unlimited = {
+                "api_rate_limit_per_key": "100000/second",
+                "api_rate_limit_per_address": "100000/second",
+            }
+            async with services.fresh_settings(srv, "http", work, **unlimited) as settings:
                 report.servers.update(await services.server_versions(settings))
                 with services.worker(settings, work / "logs") as worker:
                     async with services.api(settings, work / "logs") as api:
