@@ -38,7 +38,7 @@ class CatalogLoaded(BaseModel):
 
 
 class NewKey(BaseModel):
-    role: Literal["viewer", "editor", "admin"]
+    role: Literal["producer", "viewer", "editor", "admin"]
     label: StoredText | None = Field(None, max_length=200)
 
 

@@ -16,8 +16,13 @@ KEY_PREFIX = "isk_"
 
 
 class Role(IntEnum):
-    """Roles in increasing power: a role may do whatever a lower one may."""
+    """Roles in increasing power: viewer < editor < admin, each may do what a lower one may.
 
+    ``PRODUCER`` stands below the chain so that every "at least viewer" check refuses it: it
+    may only ingest, which editors and admins may too (``may_ingest``).
+    """
+
+    PRODUCER = 0
     VIEWER = 1
     EDITOR = 2
     ADMIN = 3
@@ -27,7 +32,13 @@ class Role(IntEnum):
         try:
             return cls[name.upper()]
         except KeyError:
-            raise ValueError(f"role must be viewer, editor or admin, got {name!r}") from None
+            raise ValueError(
+                f"role must be producer, viewer, editor or admin, got {name!r}"
+            ) from None
+
+    @property
+    def may_ingest(self) -> bool:
+        return self is Role.PRODUCER or self >= Role.EDITOR
 
     @property
     def label(self) -> str:

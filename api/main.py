@@ -20,8 +20,10 @@ from api.catalog import CatalogCache
 from api.deps import STORE_ERRORS, Stores, StoresDep
 from api.docs import add_docs
 from api.errors import install_error_handlers
+from api.ingest import router as ingest_router
 from api.limits import AddressRateLimit, BodyLimit, RateLimits
 from api.metrics import RequestMetrics
+from api.publisher import EventPublisher
 from api.redis_read import RedisReader
 from api.routes import router
 from core.config import Settings, get_settings
@@ -83,12 +85,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             heavy_reads=asyncio.Semaphore(POOL_SIZE // 2),
         )
         app.state.stores = stores
+        publisher = EventPublisher(
+            settings.kafka_bootstrap_servers,
+            settings.topic,
+            settings.ingest_publish_timeout_seconds,
+        )
+        app.state.publisher = publisher
         settled = asyncio.Event()
         connecting = asyncio.create_task(_connect_postgres(stores, settled))
+        producing = publisher.start()
         with suppress(asyncio.TimeoutError):  # a slow Postgres must not block start-up
             await asyncio.wait_for(settled.wait(), timeout=10)
+        with suppress(asyncio.TimeoutError):  # nor a broker that is away: ingestion 503s
+            await asyncio.wait_for(
+                asyncio.shield(producing), timeout=settings.ingest_publish_timeout_seconds
+            )
         yield
         connecting.cancel()
+        await publisher.stop()
         if stores.pool is not None:
             await stores.pool.close()
         await redis.aclose()
@@ -105,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(ingest_router)
     _add_operational_routes(app)
     if settings.api_docs:
         add_docs(app)

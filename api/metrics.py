@@ -15,9 +15,20 @@ LATENCY = Histogram(
     ["path"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+# HTTP ingestion: events received, by outcome (accepted: acknowledged by the broker;
+# rejected: broke the event contract; unavailable: answered 503, the client retries).
+INGEST_EVENTS = Counter("api_ingest_events_total", "events received over HTTP", ["outcome"])
+PUBLISH_SECONDS = Histogram(
+    "api_ingest_publish_seconds",
+    "from the first send to the broker's last acknowledgement, per request",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 _KNOWN_PATHS = {
     "/api/v1/interaction-summary",
     "/api/v1/interaction-timeseries",
+    "/api/v1/interactions",
+    "/api/v1/respond",
+    "/api/v1/respond/bulk",
     "/health",
     "/ready",
 }

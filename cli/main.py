@@ -287,7 +287,9 @@ def _publish_with_progress(
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option(help="viewer, editor or admin")] = "viewer",
+    role: Annotated[
+        str, typer.Option(help="producer (ingest only), viewer, editor or admin")
+    ] = "viewer",
     tenant: Annotated[str, typer.Option(help="the tenant the key sees")] = "default",
     label: Annotated[str | None, typer.Option(help="a note stored with the key")] = None,
 ) -> None:

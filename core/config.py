@@ -70,6 +70,12 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    # HTTP ingestion (api/ingest.py). 1,000 events of the contract's largest form fit in
+    # about 1 MiB; a body above the limit is refused (413) before it is read whole.
+    ingest_max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    # How long a POST waits for the broker to acknowledge every event before it answers 503.
+    ingest_publish_timeout_seconds: float = Field(5.0, gt=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

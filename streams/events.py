@@ -14,10 +14,17 @@ import orjson
 
 KNOWN_TYPES: tuple[str, ...] = ("impression", "click", "dismiss", "accept", "convert")
 DEFAULT_TENANT = "default"
+# Who started the contact: the customer (inbound) or the business (outbound).
+DIRECTIONS: tuple[str, ...] = ("inbound", "outbound")
 
 _TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ID_MAX = 128
 _TENANT_MAX = 64
+# The fields parse_event reads; anything else in a message is ignored.
+EVENT_FIELDS: tuple[str, ...] = (
+    "id", "timestamp", "customerId", "actionId", "treatmentId", "channelId", "type", "tenantId",
+    "direction",
+)  # fmt: skip
 _REQUIRED_IDS = (("id", "id"), ("customerId", "customer_id"), ("actionId", "action_id"))
 _OPTIONAL_IDS = (("treatmentId", "treatment_id"), ("channelId", "channel_id"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,6 +42,7 @@ class Interaction:
     treatment_id: str | None
     channel_id: str | None
     type: str
+    direction: str | None = None
 
 
 class Rejected(ValueError):
@@ -58,6 +66,7 @@ def parse_event(raw: bytes | None, now: datetime, future_tolerance: timedelta) -
         fields[attr] = _text(doc, name, _ID_MAX, required=False)
     fields["tenant_id"] = _text(doc, "tenantId", _TENANT_MAX, required=False) or DEFAULT_TENANT
     fields["type"] = _event_type(doc)
+    fields["direction"] = _direction(doc)
     fields["timestamp"] = _timestamp(doc, now, future_tolerance)
     return Interaction(**fields)
 
@@ -84,6 +93,13 @@ def _event_type(doc: dict[str, Any]) -> str:
     if not _TYPE_PATTERN.fullmatch(value):
         raise Rejected(f"field 'type' must match [a-z][a-z0-9_]{{0,31}}, got {value!r}")
     return value
+
+
+def _direction(doc: dict[str, Any]) -> str | None:
+    value = doc.get("direction")
+    if value is None or value in DIRECTIONS:
+        return value
+    raise Rejected(f"field 'direction' must be 'inbound' or 'outbound', got {value!r:.80}")
 
 
 def _timestamp(doc: dict[str, Any], now: datetime, future_tolerance: timedelta) -> datetime:

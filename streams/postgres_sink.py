@@ -86,13 +86,16 @@ WITH batch AS (
     -- Byte order ("C") for every text the statement sorts or groups: memcmp, not the locale.
     SELECT tenant_id COLLATE "C" AS tenant_id, event_id COLLATE "C" AS event_id, ts,
            customer_id COLLATE "C" AS customer_id, action_id COLLATE "C" AS action_id,
-           treatment_id COLLATE "C" AS treatment_id, channel_id COLLATE "C" AS channel_id, type
+           treatment_id COLLATE "C" AS treatment_id, channel_id COLLATE "C" AS channel_id, type,
+           direction
     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                $6::text[], $7::text[], $8::text[])
-        AS u(tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type)
+                $6::text[], $7::text[], $8::text[], $9::text[])
+        AS u(tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type,
+             direction)
 ), new AS (
     INSERT INTO interaction_history
-        (tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type)
+        (tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type,
+         direction)
     SELECT * FROM batch ORDER BY tenant_id, event_id
     ON CONFLICT (tenant_id, event_id) DO NOTHING
     RETURNING tenant_id, {UTC_DAY_SQL.format(ts="ts")} AS day, customer_id, action_id,
@@ -146,7 +149,7 @@ WITH batch AS (
     GROUP BY 1, 2, 3, 4, 5
 ), upserted AS (
     INSERT INTO interaction_bucket AS b ({_KEY}, {count_list}, distinct_count, shard)
-    SELECT *, $12::int2 FROM deltas WHERE period IN ({stored})
+    SELECT *, $13::int2 FROM deltas WHERE period IN ({stored})
     ORDER BY {_KEY}
     ON CONFLICT ({_KEY}, shard) DO UPDATE SET
         {increments}
@@ -159,9 +162,9 @@ WITH batch AS (
            array_agg(group_id), array_agg(ARRAY[{count_list}, distinct_count])
     FROM deltas
     WHERE period = 'alltime'
-       OR (period = 'daily' AND bucket_start >= $9::date)
-       OR (period = 'weekly' AND bucket_start >= $10::date)
-       OR (period = 'monthly' AND bucket_start >= $11::date)
+       OR (period = 'daily' AND bucket_start >= $10::date)
+       OR (period = 'weekly' AND bucket_start >= $11::date)
+       OR (period = 'monthly' AND bucket_start >= $12::date)
     GROUP BY tenant_id, dimension, period, bucket_start
     RETURNING batch_id, tenant_id, dimension, period, bucket_start, groups, counts
 )
@@ -228,4 +231,5 @@ def _history_columns(events: Sequence[Interaction]) -> list[list[object]]:
         [e.treatment_id for e in events],
         [e.channel_id for e in events],
         [e.type for e in events],
+        [e.direction for e in events],
     ]

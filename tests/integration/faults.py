@@ -326,12 +326,14 @@ class Keys:
 
 
 async def make_keys(dsn: str, tenants: Iterable[str] = ("default", "acme")) -> Keys:
-    """A viewer per tenant (``viewer:<tenant>``), an editor, an admin and a revoked admin."""
+    """A viewer per tenant (``viewer:<tenant>``), a producer, an editor, an admin and a revoked
+    admin."""
     conn_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     keys = Keys()
     try:
         for tenant in tenants:
             keys.by_name[f"viewer:{tenant}"] = await create_key(conn_pool, Role.VIEWER, tenant)
+        keys.by_name["producer"] = await create_key(conn_pool, Role.PRODUCER)
         keys.by_name["editor"] = await create_key(conn_pool, Role.EDITOR)
         keys.by_name["admin"] = await create_key(conn_pool, Role.ADMIN)
         keys.by_name["revoked"] = await create_key(conn_pool, Role.ADMIN)

@@ -53,6 +53,17 @@ REQUIRED_ROLE = {
     ("PUT", "/api/v1/catalog"): "editor",
     ("POST", "/api/v1/keys"): "admin",
     ("DELETE", "/api/v1/keys/{key_prefix}"): "admin",
+    ("POST", "/api/v1/interactions"): "producer",
+    ("POST", "/api/v1/respond"): "producer",
+    ("POST", "/api/v1/respond/bulk"): "producer",
+}
+# The roles each requirement lets through: viewer < editor < admin is a chain; a producer key
+# may only ingest, which editors and admins may too.
+ALLOWED = {
+    "viewer": {"viewer", "editor", "admin"},
+    "editor": {"editor", "admin"},
+    "admin": {"admin"},
+    "producer": {"producer", "editor", "admin"},
 }
 PUBLIC = {("GET", "/health"), ("GET", "/ready")}
 _ERROR_CODE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -153,7 +164,7 @@ async def test_generated_requests_never_get_a_5xx_and_every_error_is_json(target
     cases: Counter[str] = Counter()
     await asyncio.to_thread(_fuzz, target, cases)
     print(f"\nRELIABILITY api fuzz: {dict(sorted(cases.items()))}")
-    assert cases["requests"] >= 7 * 2 * 2 * min(API_EXAMPLES, 5)
+    assert cases["requests"] >= 10 * 2 * 2 * min(API_EXAMPLES, 5)
     assert cases["2xx"] > 0, "the admin key got requests through to the handlers"
     assert target.api.running
 
@@ -255,7 +266,9 @@ async def test_injection_and_absurd_sizes_are_rejected_or_stored_as_plain_data(
 
 # --- the role matrix -----------------------------------------------------------------------
 
-ROLES = ("viewer", "editor", "admin")
+ROLES = ("producer", "viewer", "editor", "admin")
+_EVENT = {"id": "ev-m", "timestamp": 0, "customerId": "C", "actionId": "A", "type": "click"}
+_OUTCOME = {"customerId": "C", "offerId": "A", "outcome": "click", "idempotencyKey": "o-m"}
 
 
 @dataclass
@@ -281,6 +294,12 @@ def _request_for(method: str, path: str) -> dict[str, Any]:
         return {"json": {"channels": [{"id": "web", "name": "Website"}]}}
     if path == "/api/v1/keys":
         return {"json": {"role": "viewer"}}
+    if path == "/api/v1/interactions":
+        return {"json": [_EVENT]}
+    if path == "/api/v1/respond":
+        return {"json": _OUTCOME}
+    if path == "/api/v1/respond/bulk":
+        return {"json": {"outcomes": [_OUTCOME]}}
     return {}
 
 
@@ -314,13 +333,13 @@ async def test_every_protected_operation_refuses_missing_bad_revoked_and_weak_ke
         tried = 0
         for method, path in sorted(protected):
             url = path.replace("{key_prefix}", "isk_nothing")
-            required = ROLES.index(REQUIRED_ROLE[(method, path)])
+            allowed = ALLOWED[REQUIRED_ROLE[(method, path)]]
             cases = dict(refused)
             for role in ROLES:
                 key = keys[role] if role != "viewer" else keys["viewer:default"]
                 cases[role] = (
                     {"Authorization": f"Bearer {key}"},
-                    403 if ROLES.index(role) < required else None,
+                    None if role in allowed else 403,
                 )
             for name, (headers, status) in cases.items():
                 response = await client.request(

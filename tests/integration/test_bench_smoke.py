@@ -1,5 +1,6 @@
-"""The benchmarks' smoke runs (figures 2-5b): each runs end to end on tiny data and writes
-its results file. Timings are never asserted: only that every figure was measured."""
+"""The benchmarks' smoke runs (figures 2-5b, HTTP ingestion): each runs end to end on tiny
+data and writes its results file. Timings are never asserted: only that every figure was
+measured."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from cli.embedded import EmbeddedServers
 
 
-@pytest.mark.parametrize("bench", ["fallback", "api_load", "freshness"])
+@pytest.mark.parametrize("bench", ["fallback", "api_load", "freshness", "http_ingest"])
 async def test_smoke_run_measures_every_figure_and_writes_json(
     bench: str, servers: EmbeddedServers, tmp_path: Path
 ) -> None:
