@@ -46,7 +46,7 @@ async def test_ctrl_c_of_up_right_after_publishing_counts_every_event_before_the
         traffic = wave(20_000, seed=91, prefix="u")
         async with Publisher(settings) as publisher:
             await publisher.send(traffic.messages)
-        up.send_signal(signal.SIGINT)
+        up.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.wait(300) == 0
     finally:
         if up.poll() is None:
