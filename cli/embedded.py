@@ -235,8 +235,14 @@ def _prepare_data_dir(data_dir: Path, user: str | None) -> None:
         shutil.chown(data_dir, user, user)
 
 
-def init_postgres(data_dir: Path, log_path: Path, *, throwaway: bool = False) -> bool:
-    """Create the cluster in ``data_dir`` unless it exists; returns whether it was created."""
+def init_postgres(
+    data_dir: Path, log_path: Path, *, throwaway: bool = False, password: str | None = None
+) -> bool:
+    """Create the cluster in ``data_dir`` unless it exists; returns whether it was created.
+
+    Trust authentication on loopback, or with ``password`` the superuser's password
+    (scram-sha-256) required.
+    """
     user = _postgres_user()
     _prepare_data_dir(data_dir, user)
     if (data_dir / "PG_VERSION").exists():
@@ -247,17 +253,26 @@ def init_postgres(data_dir: Path, log_path: Path, *, throwaway: bool = False) ->
         str(data_dir),
         "-U",
         POSTGRES_SUPERUSER,
-        "--auth=trust",
         "--encoding=UTF8",
         "--locale=C",
     ]
+    password_file = data_dir.parent / f".{data_dir.name}.initdb-password"
+    if password is None:
+        argv.append("--auth=trust")
+    else:
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o644)  # read by initdb, which may run as another user
+        argv += ["--auth=scram-sha-256", f"--pwfile={password_file}"]
     if throwaway:
         argv.append("--no-sync")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        result = subprocess.run(  # noqa: S603
-            argv, stdout=log, stderr=subprocess.STDOUT, user=user, check=False
-        )
+    try:
+        with log_path.open("ab") as log:
+            result = subprocess.run(  # noqa: S603
+                argv, stdout=log, stderr=subprocess.STDOUT, user=user, check=False
+            )
+    finally:
+        password_file.unlink(missing_ok=True)
     if result.returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
         raise ServerStartError(f"initdb failed for {data_dir} (exit {result.returncode}):\n{tail}")
@@ -272,13 +287,14 @@ def start_postgres(
     throwaway: bool = False,
     max_connections: int = 200,
     timeout: float = 60.0,
+    password: str | None = None,
 ) -> ServerProcess:
     """Postgres on 127.0.0.1:``port`` over ``data_dir`` (created on first use, kept after).
 
     TCP only (no unix socket: its path length limit bites in deep state directories).
     Stopped with SIGINT, Postgres's "fast" shutdown: clients are disconnected, data is kept.
     """
-    init_postgres(data_dir, log_path, throwaway=throwaway)
+    init_postgres(data_dir, log_path, throwaway=throwaway, password=password)
     settings = {
         "listen_addresses": HOST,
         "port": str(port),
@@ -289,7 +305,8 @@ def start_postgres(
     argv = [postgres_bin("postgres"), "-D", str(data_dir)]
     for name, value in settings.items():
         argv += ["-c", f"{name}={value}"]
-    url = f"postgresql://{POSTGRES_SUPERUSER}@{HOST}:{port}/postgres"
+    auth = f"{POSTGRES_SUPERUSER}:{password}" if password else POSTGRES_SUPERUSER
+    url = f"postgresql://{auth}@{HOST}:{port}/postgres"
     server = spawn(
         "postgres", url, argv, log_path, stop_signal=signal.SIGINT, user=_postgres_user()
     )

@@ -4,11 +4,15 @@ Order: broker, Postgres, Redis (each skipped when its URL is given by environmen
 schema and a viewer key, then the worker, the API and, with ``--demo``, a catalog and a
 synthetic producer. ``stack.json`` in the state directory tells scripts where everything is.
 Shutdown (Ctrl-C or SIGTERM) runs in reverse order; every child also dies with this process.
+With the embedded broker (it keeps its log in memory), the shutdown first stops the demo
+producer, then waits for the worker to count what the topic still holds (a second Ctrl-C
+stops waiting and says how many events are left), and stops the broker last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -32,6 +36,8 @@ from cli.topics import ensure_topics, service_topics
 from core.config import Settings, get_settings, to_env
 
 DATABASE_NAME = "interaction_summary"
+# How long a shutdown waits for the worker to count what the embedded broker still holds.
+DRAIN_SECONDS = float(os.environ.get("INTERACTION_SUMMARY_UP_DRAIN_SECONDS", "300"))
 DEFAULT_PORTS = {"kafka": 9092, "postgres": 5432, "redis": 6379, "api": 8000, "metrics": 9108}
 
 
@@ -231,14 +237,64 @@ class Stack:
     # --- shutdown ------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop everything, last started first; remove ``stack.json`` (it would point nowhere)."""
+        """Stop everything, last started first; remove ``stack.json`` (it would point nowhere).
+
+        With the embedded broker, what ``up`` itself produces stops first, then the worker
+        counts what the topic still holds before anything else stops.
+        """
         self.stack_file.unlink(missing_ok=True)
-        for process in reversed(self.processes):
+        producers = [p for p in self.processes if p.name == "producer"]
+        for process in [*producers, *reversed([p for p in self.processes if p not in producers])]:
+            if process.name == "api" and self._broker_is_ours():
+                self._wait_for_worker()
             if process.running:
                 with self.console.status(f"Stopping {process.name}..."):
                     process.stop(timeout=30)
                 self.console.print(f"[dim]stopped {process.name}[/]")
         self.processes.clear()
+
+    def _broker_is_ours(self) -> bool:
+        return any(p.name == "kafka" for p in self.processes)
+
+    def _wait_for_worker(self) -> None:
+        """Wait until the worker has acknowledged everything in the topic, at most
+        DRAIN_SECONDS; a Ctrl-C (or SIGTERM) stops waiting. Says what is left uncounted."""
+        worker = next((p for p in self.processes if p.name == "worker"), None)
+        if self.settings is None or worker is None or not worker.running:
+            return
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        left = -1
+        try:
+            deadline = time.monotonic() + DRAIN_SECONDS
+            with self.console.status("Letting the worker count what the topic holds...") as status:
+                while worker.running and time.monotonic() < deadline:
+                    try:
+                        left = asyncio.run(uncounted_events(self.settings))
+                    except Exception as exc:  # the broker is gone: nothing more to wait for
+                        self.console.print(f"[yellow]! cannot tell what is left: {exc!r}[/]")
+                        return
+                    if left == 0:
+                        break
+                    status.update(
+                        f"The worker is counting what the broker still holds: {left:,} events"
+                        " left (Ctrl-C again to stop now; the embedded broker forgets them)"
+                    )
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous)
+        if left == 0:
+            self.console.print("[green]✓[/] every event in the topic is counted")
+        else:
+            with contextlib.suppress(Exception):  # else the number stays the last one seen
+                left = asyncio.run(uncounted_events(self.settings))
+            self.console.print(
+                f"[yellow]! {left:,} events left uncounted[/] (not yet acknowledged by the worker;"
+                " the embedded broker loses them when it stops)"
+            )
 
 
 def run_up(options: StackOptions, console: Console | None = None) -> int:
@@ -273,6 +329,40 @@ def run_up(options: StackOptions, console: Console | None = None) -> int:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+async def uncounted_events(settings: Settings) -> int:
+    """Messages of the topic beyond the worker group's committed offsets (acknowledged once
+    counted or dead-lettered, committed every few seconds).
+
+    Each partition's end is the high watermark of a fetch from the committed offset: Tansu
+    answers ListOffsets (``end_offsets``) with a wrong end (1 for a partition of 300 messages).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        fetch_max_bytes=1024,
+        max_partition_fetch_bytes=1024,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        committed = {}
+        for tp in partitions:
+            committed[tp] = await consumer.committed(tp) or 0
+            consumer.seek(tp, committed[tp])
+        deadline = time.monotonic() + 10
+        while any(consumer.highwater(tp) is None for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the broker gave no high watermark within 10 s")
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        return sum(max(0, consumer.highwater(tp) - committed[tp]) for tp in partitions)
+    finally:
+        await consumer.stop()
 
 
 def _redact(url: str) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import faust
 from faust.sensors import Monitor
 from mode.utils.logging import ExtensionFormatter
@@ -17,8 +18,16 @@ from redis.asyncio import Redis
 from core.config import Settings, get_settings
 from core.db import create_pool
 from core.logs import JsonFormatter, logging_config
+from streams import dead_letters as dlq
+from streams.exits import EXIT_CONFIG, stop_worker
 from streams.metrics import CONSUMER_LAG
-from streams.pipeline import BatchProcessor, DeadLetter, GroupCommit, RawMessage
+from streams.pipeline import (
+    BatchProcessor,
+    DeadLetter,
+    GroupCommit,
+    RawMessage,
+    postgres_error_kind,
+)
 from streams.redis_sink import RedisSink
 
 log = logging.getLogger(__name__)
@@ -100,13 +109,7 @@ class _Worker:
 
 
 async def _open_processor() -> BatchProcessor:
-    while True:
-        try:
-            pool = await create_pool(settings.database_url, min_size=1, max_size=4)
-            break
-        except (OSError, Exception) as exc:  # Postgres not up yet: wait, never crash-loop
-            log.warning("postgres not reachable yet, retrying error=%r", exc)
-            await asyncio.sleep(1.0)
+    pool = await open_pool(settings.database_url)
     redis = Redis.from_url(settings.redis_url)
     await dead_letters.maybe_declare()
     return BatchProcessor(
@@ -117,19 +120,45 @@ async def _open_processor() -> BatchProcessor:
     )
 
 
+async def open_pool(dsn: str) -> asyncpg.Pool:
+    """The worker's pool, once Postgres accepts it and the migrations are applied.
+
+    Waits while Postgres is not reachable or still starting; stops the worker with the
+    database's own message when waiting cannot help (a wrong password, an unknown database,
+    a migration that fails).
+    """
+    while True:
+        try:
+            return await create_pool(dsn, min_size=1, max_size=4)
+        except Exception as exc:
+            if postgres_error_kind(exc) != "transient":
+                stop_worker(
+                    f"postgres refused the worker ({type(exc).__name__}: {exc});"
+                    " check DATABASE_URL and the migrations",
+                    exc,
+                    EXIT_CONFIG,
+                )
+            log.warning("postgres not reachable yet, retrying error=%r", exc)
+            await asyncio.sleep(1.0)
+
+
 async def send_dead_letters(letters: Sequence[DeadLetter]) -> None:
-    """Publish the original bytes with the reason and source position as headers; await delivery."""
-    pending = []
-    for letter in letters:
-        source = letter.message
-        headers = [
-            ("dlq.reason", letter.reason.encode()),
-            ("dlq.source.topic", source.topic.encode()),
-            ("dlq.source.partition", str(source.partition).encode()),
-            ("dlq.source.offset", str(source.offset).encode()),
-        ]
-        pending.append(await dead_letters.send(key=source.key, value=source.value, headers=headers))
-    await asyncio.gather(*pending)
+    await dlq.send_dead_letters(_publish_dead_letter, settings.dlq_topic, letters)
+
+
+async def _publish_dead_letter(
+    key: bytes | None, value: bytes | None, headers: dlq.Headers
+) -> None:
+    delivered = await dead_letters.send(key=key, value=value, headers=headers)
+    await delivered
+
+
+def _stop_if_failed(committer: asyncio.Future[None]) -> None:
+    error = None if committer.cancelled() else committer.exception()
+    if error is not None:
+        stop_worker(
+            "batch not counted, none of it acknowledged (read again after a restart)", error
+        )
 
 
 def _raw(event: Any) -> RawMessage:
@@ -149,11 +178,12 @@ async def count_interactions(stream: Any) -> None:
     batches = _batches
     processor = await _Worker.get()
     committer = asyncio.ensure_future(processor.run(batches, _raw, events.ack))
+    committer.add_done_callback(_stop_if_failed)  # an error there stops the worker at once
     try:
         async for event in events.events():
-            if committer.done():
-                committer.result()  # the committer stopped: raise its error here
             await batches.put(event)
+    except Exception as exc:
+        stop_worker("the agent failed, nothing it read is acknowledged", exc)
     finally:
         committer.cancel()
 

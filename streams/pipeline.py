@@ -31,7 +31,43 @@ from streams.redis_sink import NOT_READY, RedisSink
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+# SQLSTATE classes (first two characters) of Postgres errors.
+# Errors that heal by waiting: connection exceptions, transaction rollbacks (serialization
+# failure, deadlock), insufficient resources (too many connections, disk full), object not in
+# prerequisite state (lock not available), operator intervention (admin shutdown, cannot
+# connect now, query canceled), system errors (I/O).
+TRANSIENT_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+# Errors that some event of the batch causes: data exceptions (a value out of range, an
+# encoding), integrity constraints, program limits (a row or index entry too large).
+EVENT_CLASSES = frozenset({"22", "23", "54"})
+
+
+def postgres_error_kind(exc: BaseException) -> str:
+    """ "transient" (retry with backoff), "event" (some event causes it: isolate it) or
+    "fatal" (neither waiting nor leaving events out helps: the worker stops)."""
+    if isinstance(exc, ValueError):  # asyncpg could not encode a value (client-side DataError)
+        return "event"
+    if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError):
+        return "transient"  # the connection broke, or no answer in time
+    if isinstance(exc, asyncpg.InternalClientError):
+        # asyncpg's protocol state after a connection died mid-commit ("cannot switch to
+        # state 15; another operation is in progress"): the pool discards the connection.
+        return "transient"
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        if state[:2] in TRANSIENT_CLASSES:
+            return "transient"
+        if state[:2] in EVENT_CLASSES:
+            return "event"
+    return "fatal"
+
+
+def postgres_reason(exc: BaseException) -> str:
+    """A dead letter's reason for an event Postgres refused: its SQLSTATE and message."""
+    state = getattr(exc, "sqlstate", None) or "?"
+    detail = getattr(exc, "detail", None)
+    return f"postgres refused the event ({state}): {exc}" + (f" ({detail})" if detail else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +149,24 @@ def split_batch(
     every delivery: a batch redelivered after a crash decides exactly as the first time (the
     worker's clock, ``now``, only for a record without a timestamp).
     """
-    accepted: list[Interaction] = []
+    accepted, rejected = split_with_sources(messages, now, future_tolerance)
+    return [event for event, _ in accepted], rejected
+
+
+def split_with_sources(
+    messages: Sequence[RawMessage], now: datetime, future_tolerance: timedelta
+) -> tuple[list[tuple[Interaction, RawMessage]], list[DeadLetter]]:
+    """``split_batch``, each accepted event with the message it came from (pure)."""
+    accepted: list[tuple[Interaction, RawMessage]] = []
     rejected: list[DeadLetter] = []
     for message in messages:
         try:
             reference = message.timestamp or now
-            accepted.append(parse_event(message.value, reference, future_tolerance))
+            event = parse_event(message.value, reference, future_tolerance)
         except Rejected as exc:
             rejected.append(DeadLetter(message, str(exc)))
+            continue
+        accepted.append((event, message))
     return accepted, rejected
 
 
@@ -165,30 +211,65 @@ class BatchProcessor:
         """Return only when every message is counted or dead-lettered (safe to ack)."""
         started = time.perf_counter()
         metrics.EVENTS_IN.inc(len(messages))
-        accepted, rejected = split_batch(messages, datetime.now(UTC), self._future_tolerance)
+        accepted, rejected = split_with_sources(messages, datetime.now(UTC), self._future_tolerance)
         if rejected:
-            for letter in rejected:
-                log.warning(
-                    "event rejected partition=%d offset=%d reason=%s",
-                    letter.message.partition,
-                    letter.message.offset,
-                    letter.reason,
-                )
-            await self._send_dead_letters(rejected)
-            metrics.EVENTS_REJECTED.inc(len(rejected))
-        written = await self._commit(accepted) if accepted else None
+            await self._dead_letter(rejected)
+        written = await self._commit_isolating(accepted) if accepted else None
         metrics.BATCHES.inc()
         metrics.BATCH_EVENTS.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         return written
 
+    async def _dead_letter(self, rejected: Sequence[DeadLetter]) -> None:
+        for letter in rejected:
+            log.warning(
+                "event rejected partition=%d offset=%d reason=%s",
+                letter.message.partition,
+                letter.message.offset,
+                letter.reason,
+            )
+        await self._send_dead_letters(rejected)
+        metrics.EVENTS_REJECTED.inc(len(rejected))
+
+    async def _commit_isolating(
+        self, accepted: Sequence[tuple[Interaction, RawMessage]]
+    ) -> WrittenBatch | None:
+        """``_commit``; if an event makes Postgres refuse the batch (a constraint, a value it
+        cannot store), find it by halving the batch, dead-letter it with Postgres's reason and
+        count the rest. Parts counted while bisecting are mirrored here: None is returned."""
+        try:
+            return await self._commit([event for event, _ in accepted])
+        except Exception as exc:
+            if postgres_error_kind(exc) != "event":
+                raise
+            if len(accepted) == 1:
+                [(event, message)] = accepted
+                log.warning(
+                    "postgres refused an event event_id=%s partition=%d offset=%d error=%r",
+                    event.id,
+                    message.partition,
+                    message.offset,
+                    exc,
+                )
+                await self._dead_letter([DeadLetter(message, postgres_reason(exc))])
+                return None
+        half = len(accepted) // 2
+        for part in (accepted[:half], accepted[half:]):
+            written = await self._commit_isolating(part)
+            if written is not None:
+                await self.mirror(written)
+        return None
+
     async def _commit(self, events: Sequence[Interaction]) -> WrittenBatch:
-        """Write to Postgres, retrying until it works: skipping would lose events."""
+        """Write to Postgres, retrying what heals (connection lost, deadlock, shutdown):
+        skipping would lose events. Any other error is raised."""
         attempt = 0
         while True:
             try:
                 written = await write_batch(self._pool, events, datetime.now(UTC), self._shard)
-            except STORE_ERRORS as exc:
+            except Exception as exc:
+                if postgres_error_kind(exc) != "transient":
+                    raise
                 attempt += 1
                 metrics.STORE_RETRIES.labels("postgres").inc()
                 delay = min(_MAX_BACKOFF_SECONDS, 0.1 * 2**attempt)

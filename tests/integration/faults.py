@@ -30,7 +30,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from api.auth import Role, create_key, revoke_key
-from cli.embedded import HOST, ServerProcess, free_port, start_kafka, start_redis
+from cli.embedded import HOST, ServerProcess, free_port, start_kafka, start_postgres, start_redis
 from core.config import Settings
 from tests.integration.traffic import Traffic, make_traffic
 from tests.recount import Event, expected_summary, summary_window
@@ -60,6 +60,12 @@ class Restartable:
         if self.process is not None:
             self.process.stop()
 
+    def kill(self) -> None:
+        """SIGKILL: the server gets no chance to flush or shut down (a crash)."""
+        if self.process is not None and self.process.running:
+            self.process.process.kill()
+            self.process.process.wait(10)
+
     @property
     def url(self) -> str:
         assert self.process is not None
@@ -69,6 +75,17 @@ class Restartable:
 def own_redis(log_dir: Path) -> Restartable:
     """A Redis for one test: no persistence, so a restart brings it back empty."""
     return Restartable("redis", free_port(), log_dir / "redis.log", start_redis).start()
+
+
+def own_postgres(log_dir: Path, password: str | None = None) -> Restartable:
+    """A Postgres for one test, with production durability (fsync and synchronous_commit on,
+    unlike the session's throwaway cluster); its data directory survives restarts."""
+    data_dir = log_dir / "postgres-data"
+
+    def launch(port: int, log_path: Path) -> ServerProcess:
+        return start_postgres(data_dir, port, log_path, password=password, max_connections=50)
+
+    return Restartable("postgres", free_port(), log_dir / "postgres.log", launch).start()
 
 
 def own_kafka(log_dir: Path) -> Restartable:

@@ -22,11 +22,11 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from cli.embedded import EmbeddedServers
+from cli.embedded import EmbeddedServers, ServerStartError
 from cli.topics import ensure_topics, service_topics
 from core.config import Settings
 from core.periods import STORED_PERIODS
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, database_dsn
 from tests.integration.faults import (
     ApiClient,
     Publisher,
@@ -42,6 +42,7 @@ from tests.integration.faults import (
     make_keys,
     offsets_all_committed,
     own_kafka,
+    own_postgres,
     own_redis,
     watch_answers,
     wave,
@@ -60,6 +61,9 @@ KILLS = int(os.environ.get("RELIABILITY_KILLS", "4"))
 KILL_SEED = int(os.environ.get("RELIABILITY_SEED", "20260501"))
 # How long Postgres stays unreachable (the issue: 30 seconds).
 POSTGRES_OUTAGE_SECONDS = float(os.environ.get("RELIABILITY_POSTGRES_OUTAGE_SECONDS", "30"))
+# Size of the Postgres SIGKILL test: events, and the rate they are published at.
+PG_KILL_EVENTS = int(os.environ.get("RELIABILITY_PG_KILL_EVENTS", "12000"))
+PG_KILL_RATE = float(os.environ.get("RELIABILITY_PG_KILL_RATE", "3000"))
 
 
 @pytest.fixture
@@ -450,3 +454,78 @@ async def wait_for_postgres_exact(settings: Settings, events: list) -> None:
         )
 
     await wait_until(exact, 120, 0.5, "Postgres never matched the recount")
+
+
+# --- Postgres itself crashes ---------------------------------------------------------------
+
+
+@pytest.fixture
+def durable_postgres(tmp_path: Path) -> Iterator[Restartable]:
+    """A Postgres of this test's own with production durability. Requested before the services."""
+    server = own_postgres(tmp_path / "own")
+    yield server
+    server.stop()
+
+
+def restart_after_crash(server: Restartable, timeout: float = 30) -> None:
+    """Start on the same data directory; the killed postmaster's backends may still hold its
+    shared memory for a moment (Postgres then refuses to start), so try until it starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server.start()
+            return
+        except ServerStartError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # the orphaned backends exit once they notice the postmaster is gone
+
+
+@pytest.mark.slow
+async def test_postgres_sigkilled_mid_ingest_and_restarted_loses_nothing_and_counts_nothing_twice(
+    durable_postgres: Restartable, make_settings: MakeSettings, start_worker, start_api
+) -> None:
+    """The postmaster is SIGKILLed while the worker commits (fsync and synchronous_commit on:
+    what Postgres acknowledged survives), stays down for 2 s, and is restarted on the same
+    data directory: crash recovery, then the worker's retries go through."""
+    admin = await asyncpg.connect(durable_postgres.url)
+    try:
+        assert await admin.fetchval("SHOW fsync") == "on"
+        assert await admin.fetchval("SHOW synchronous_commit") == "on"
+        await admin.execute('CREATE DATABASE "crash"')
+    finally:
+        await admin.close()
+    settings = (await make_settings()).model_copy(
+        update={"database_url": database_dsn(durable_postgres.url, "crash")}
+    )
+    traffic = wave(PG_KILL_EVENTS, seed=81, prefix="p")
+    distinct = distinct_events(traffic.valid)
+    worker = start_worker(settings)
+    await worker.wait_for_log("Worker ready")
+    started = time.monotonic()
+    async with Publisher(settings) as publisher:
+        publishing = asyncio.create_task(publisher.send(traffic.messages, rate=PG_KILL_RATE))
+
+        async def a_third_counted() -> bool:
+            return await history_count(settings.database_url) > len(distinct) // 3
+
+        await wait_until(a_third_counted, 120, 0.05, "the worker never got going")
+        durable_postgres.kill()
+        killed_at = time.monotonic()
+        await asyncio.sleep(2)  # Postgres stays down while the worker has events to count
+        restart_after_crash(durable_postgres)
+        counted_at_restart = await history_count(settings.database_url)
+        assert counted_at_restart < len(distinct), "the kill landed mid-ingest"
+        restarted_in = time.monotonic() - killed_at
+        await publishing
+
+    api, _ = await _api(settings, start_api)
+    await _exact_everywhere(settings, distinct, api, timeout=120)
+    assert worker.running and worker.starts == 1, "the worker waited, it did not crash"
+    log = (durable_postgres.log_path).read_text(errors="replace")
+    assert "database system was interrupted" in log or "not properly shut down" in log
+    print(
+        f"\nRELIABILITY postgres-kill: events={len(distinct)} messages={len(traffic.messages)}"
+        f" counted_at_restart={counted_at_restart} down={restarted_in:.1f}s worker_retries={worker.logs().count('postgres write failed')}"
+        f" seconds={time.monotonic() - started:.0f}"
+    )

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.events import Rejected, parse_event
-from streams.pipeline import DeadLetter, RawMessage, split_batch
+from streams.pipeline import (
+    DeadLetter,
+    RawMessage,
+    postgres_error_kind,
+    postgres_reason,
+    split_batch,
+)
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 TOLERANCE = timedelta(minutes=5)
@@ -128,3 +136,45 @@ def test_every_message_is_accepted_or_dead_lettered_exactly_once(
             expected_rejected.append(DeadLetter(m, str(exc)))
     assert accepted == expected_accepted
     assert rejected == expected_rejected
+
+
+# --- which Postgres errors heal, which an event causes, which stop the worker ----------------
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (ConnectionResetError(), "transient"),  # the connection dropped
+        (TimeoutError(), "transient"),
+        (asyncpg.exceptions.ConnectionDoesNotExistError(), "transient"),  # 08003
+        # seen when the postmaster was SIGKILLed during a COMMIT
+        (asyncpg.InternalClientError("cannot switch to state 15"), "transient"),
+        (asyncpg.exceptions.SerializationError(), "transient"),  # 40001
+        (asyncpg.exceptions.DeadlockDetectedError(), "transient"),  # 40P01
+        (asyncpg.exceptions.TooManyConnectionsError(), "transient"),  # 53300
+        (asyncpg.exceptions.AdminShutdownError(), "transient"),  # 57P01
+        (asyncpg.exceptions.CannotConnectNowError(), "transient"),  # 57P03: still starting
+        (asyncpg.exceptions.CheckViolationError(), "event"),  # 23514
+        (asyncpg.exceptions.UniqueViolationError(), "event"),  # 23505
+        (asyncpg.exceptions.CharacterNotInRepertoireError(), "event"),  # 22021: encoding
+        (asyncpg.exceptions.ProgramLimitExceededError(), "event"),  # 54000: row too large
+        (asyncpg.exceptions._base.DataError("invalid input for query argument $2"), "event"),
+        (asyncpg.exceptions.InvalidPasswordError(), "fatal"),  # 28P01
+        (asyncpg.exceptions.InvalidCatalogNameError(), "fatal"),  # 3D000: no such database
+        (asyncpg.exceptions.UndefinedTableError(), "fatal"),  # 42P01
+        (asyncpg.exceptions.InsufficientPrivilegeError(), "fatal"),  # 42501
+        (RuntimeError("a bug"), "fatal"),
+    ],
+)
+def test_postgres_errors_are_retried_isolated_or_fatal(error: BaseException, kind: str) -> None:
+    assert postgres_error_kind(error) == kind
+
+
+def test_the_reason_of_a_refused_event_carries_the_sqlstate_and_message() -> None:
+    error = asyncpg.exceptions.CheckViolationError(
+        'new row for relation "interaction_history" violates check constraint "c13"'
+    )
+    assert postgres_reason(error) == (
+        'postgres refused the event (23514): new row for relation "interaction_history"'
+        ' violates check constraint "c13"'
+    )

@@ -1,0 +1,64 @@
+"""Issue 13: ``interaction-summary up`` stops without losing what its in-memory broker holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cli.embedded import free_port, start_postgres
+from cli.stack import DATABASE_NAME
+from core.config import Settings
+from tests.conftest import database_dsn
+from tests.integration.faults import Publisher, wave
+from tests.integration.stores import history_count, postgres_buckets
+from tests.recount import distinct_events, expected_buckets
+from tests.support import _SERVICE_ENV_PREFIXES, cli_argv, wait_until
+
+
+@pytest.mark.slow
+async def test_ctrl_c_of_up_right_after_publishing_counts_every_event_before_the_broker_stops(
+    tmp_path: Path,
+) -> None:
+    """20,000 events published to the embedded stack, Ctrl-C at once: the shutdown waits for
+    the worker, so all of them are in Postgres afterwards (the broker kept them only in memory)."""
+    state = tmp_path / "stack"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
+    env.update(PYTHONUNBUFFERED="1", COLUMNS="200")
+    output = tmp_path / "up.log"
+    with output.open("wb") as log:
+        up = subprocess.Popen(
+            cli_argv("up", "--state-dir", str(state), "--api-port", str(free_port())),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        stack_file = state / "stack.json"
+        await wait_until(stack_file.exists, 180, 0.2, lambda: output.read_text(errors="replace"))
+        stack = json.loads(stack_file.read_text())
+        settings = Settings(kafka_bootstrap_servers=stack["kafka_bootstrap"], topic=stack["topic"])
+        traffic = wave(20_000, seed=91, prefix="u")
+        async with Publisher(settings) as publisher:
+            await publisher.send(traffic.messages)
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        assert up.wait(300) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+    said = output.read_text(errors="replace")
+    assert "every event in the topic is counted" in said, said[-2000:]
+
+    postgres = start_postgres(state / "postgres", free_port(), tmp_path / "postgres.log")
+    try:
+        dsn = database_dsn(postgres.url, DATABASE_NAME)
+        events = distinct_events(traffic.valid)
+        assert await history_count(dsn) == len(events)
+        assert await postgres_buckets(dsn) == expected_buckets(events)
+    finally:
+        postgres.stop()
