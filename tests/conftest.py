@@ -78,6 +78,34 @@ def database_dsn(admin_dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
+async def create_database(admin_dsn: str) -> str:
+    """A new, empty database on the server of ``admin_dsn`` (no migration); its name."""
+    database = f"is_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    return database
+
+
+async def drop_databases(admin_dsn: str, databases: list[str]) -> None:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        for database in databases:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def empty_database(servers: EmbeddedServers) -> AsyncIterator[str]:
+    """The DSN of a database of its own with no migration applied, dropped afterwards."""
+    database = await create_database(servers.database_url)
+    yield database_dsn(servers.database_url, database)
+    await drop_databases(servers.database_url, [database])
+
+
 @pytest.fixture
 async def make_settings(servers: EmbeddedServers, tmp_path: Path) -> AsyncIterator[MakeSettings]:
     """A factory: ``await make_settings(**overrides)`` -> fresh, isolated ``Settings``."""
@@ -85,13 +113,8 @@ async def make_settings(servers: EmbeddedServers, tmp_path: Path) -> AsyncIterat
     prefixes: list[str] = []
 
     async def make(**overrides: Any) -> Settings:
-        uid = uuid.uuid4().hex[:12]
-        database = f"is_test_{uid}"
-        admin = await asyncpg.connect(servers.database_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{database}"')
-        finally:
-            await admin.close()
+        database = await create_database(servers.database_url)
+        uid = database.removeprefix("is_test_")
         databases.append(database)
         dsn = database_dsn(servers.database_url, database)
         pool = await create_pool(dsn, min_size=1, max_size=1)  # applies the migrations
@@ -124,12 +147,7 @@ async def make_settings(servers: EmbeddedServers, tmp_path: Path) -> AsyncIterat
         finally:
             await redis.aclose()
     if databases:
-        admin = await asyncpg.connect(servers.database_url)
-        try:
-            for database in databases:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_databases(servers.database_url, databases)
 
 
 class ApiRole(Protocol):

@@ -3,18 +3,14 @@ answers exactly the numbers it answered before, then goes on counting."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
 import asyncpg
-import pytest
 
-from cli.embedded import EmbeddedServers
 from core.config import Settings
 from core.db import migrate, migration_files
 from streams import outbox
-from tests.conftest import MakeSettings, database_dsn
+from tests.conftest import MakeSettings
 from tests.integration import schema1
 from tests.integration.faults import ApiClient, Recount, assert_api_matches_recount, make_keys
 from tests.integration.stores import postgres_buckets, wait_for_exact_stores
@@ -23,26 +19,10 @@ from tests.recount import distinct_events, expected_buckets
 from tests.support import produce
 
 
-@pytest.fixture
-async def dsn(servers: EmbeddedServers) -> AsyncIterator[str]:
-    """An empty database of its own (no migration applied), dropped afterwards."""
-    database = f"is_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(servers.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await admin.close()
-    yield database_dsn(servers.database_url, database)
-    admin = await asyncpg.connect(servers.database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def test_a_schema1_database_migrates_in_place_and_answers_the_same_numbers(
-    dsn: str, make_settings: MakeSettings, start_worker, start_api
+    empty_database: str, make_settings: MakeSettings, start_worker, start_api
 ) -> None:
+    dsn = empty_database
     traffic = make_traffic(2500, seed=31, tenants=("default", "acme"))
     events = distinct_events(traffic.valid)
     conn = await asyncpg.connect(dsn)

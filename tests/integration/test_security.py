@@ -479,45 +479,31 @@ async def test_a_database_from_before_checksums_is_upgraded_in_place(settings: S
 
 
 async def test_the_api_never_migrates_and_waits_for_migrate(
-    servers: EmbeddedServers, settings: Settings, start_api
+    empty_database: str, settings: Settings, start_api
 ) -> None:
-    empty = f"is_empty_{int(time.time() * 1000)}"
-    admin = await asyncpg.connect(servers.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{empty}"')
-    finally:
-        await admin.close()
-    try:
-        url = httpx.URL(settings.database_url).copy_with(path=f"/{empty}")
-        fresh = settings.model_copy(update={"database_url": str(url)})
-        api = await start_api(fresh)
-        await api.wait_for_log("run `interaction-summary migrate`", timeout=20)
-        async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
-            ready = (await client.get("/ready")).json()
-            assert ready["checks"]["postgres"] == "not connected"
-            conn = await asyncpg.connect(fresh.database_url)
-            try:
-                tables = await conn.fetchval(
-                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-                )
-            finally:
-                await conn.close()
-            assert tables == 0, "the API created tables"
-            result = await run_cli(fresh, "migrate")
-            assert result.returncode == 0, result.stderr
-
-            async def connected() -> bool:
-                body = (await client.get("/ready")).json()
-                return bool(body["checks"]["postgres"] == "ok")
-
-            await wait_until(connected, 30, 0.2, "the API never connected after migrate")
-        api.stop()
-    finally:
-        admin = await asyncpg.connect(servers.database_url)
+    fresh = settings.model_copy(update={"database_url": empty_database})
+    api = await start_api(fresh)
+    await api.wait_for_log("run `interaction-summary migrate`", timeout=20)
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        ready = (await client.get("/ready")).json()
+        assert ready["checks"]["postgres"] == "not connected"
+        conn = await asyncpg.connect(fresh.database_url)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{empty}" WITH (FORCE)')
+            tables = await conn.fetchval(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
         finally:
-            await admin.close()
+            await conn.close()
+        assert tables == 0, "the API created tables"
+        result = await run_cli(fresh, "migrate")
+        assert result.returncode == 0, result.stderr
+
+        async def connected() -> bool:
+            body = (await client.get("/ready")).json()
+            return bool(body["checks"]["postgres"] == "ok")
+
+        await wait_until(connected, 30, 0.2, "the API never connected after migrate")
+    api.stop()
 
 
 # --- logs and docs -------------------------------------------------------------------------
