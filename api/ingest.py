@@ -191,7 +191,12 @@ def _errors(invalid: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
             "description": "the key may not ingest, or a tenantId is not the key's tenant",
         },
         413: {"model": ErrorResponse, "description": "the body exceeds the size limit"},
-        422: {"model": invalid, "description": "nothing valid to accept (reasons by index)"},
+        # A body of the wrong shape is a plain error; one whose every item failed lists them.
+        422: {
+            "model": invalid if invalid is ErrorResponse else invalid | ErrorResponse,
+            "description": "nothing valid to accept (reasons by index), or a body of the wrong"
+            " shape (the error alone)",
+        },
         503: {
             "model": ErrorResponse,
             "description": "the broker did not acknowledge: nothing accepted, retry the request",

@@ -149,6 +149,20 @@ def worker(
     except SchemaError as exc:  # an edited migration does not heal by retrying
         errors.print(f"[red]worker not started, migration refused:[/] {exc}")
         raise typer.Exit(1) from None
+    except Exception as exc:
+        from streams.exits import EXIT_CONFIG
+        from streams.pipeline import postgres_error_kind
+
+        if postgres_error_kind(exc) == "transient":  # still unreachable after the wait
+            raise
+        # A wrong password or an unknown database does not heal: say so and stop (plain
+        # text on stderr, one line, as the worker itself says it).
+        print(
+            f"postgres refused the worker ({type(exc).__name__}: {exc});"
+            " check DATABASE_URL and the migrations",
+            file=sys.stderr,
+        )
+        raise typer.Exit(EXIT_CONFIG) from None
     asyncio.run(
         ensure_topics(settings.kafka_bootstrap_servers, service_topics(settings), wait_seconds=120)
     )

@@ -97,8 +97,12 @@ async def test_a_database_error_that_does_not_heal_stops_the_worker_and_loses_no
         lambda: f"the worker kept running:\n{worker.log_tail()}",
     )
     assert worker.returncode == EXIT_BATCH_NOT_COUNTED
-    log = worker.logs()
-    assert "batch not counted" in log and 'relation "redis_outbox" does not exist' in log
+    # the worker logs JSON lines: the reason is in the CRITICAL record's message
+    records = [orjson.loads(line) for line in worker.logs().splitlines() if line.startswith("{")]
+    stopping = [r["message"] for r in records if r.get("level") == "CRITICAL"]
+    assert any(
+        "batch not counted" in m and 'relation "redis_outbox" does not exist' in m for m in stopping
+    ), stopping
     first_of_second = {}
     for meta in sent:
         first_of_second.setdefault(meta.partition, meta.offset)
