@@ -15,7 +15,6 @@ from core.db import Connection
 from core.distinct import TAG_CODES, tag
 from core.periods import Period, days_of
 
-_COUNTER_COLUMNS = "impression, click, dismiss, accept, convert, total"
 _TYPES = ("impression", "click", "dismiss", "accept", "convert")
 _TYPE_SUMS = ", ".join([*(f"sum({t})::int8 AS {t}" for t in _TYPES), "sum(total)::int8 AS total"])
 
