@@ -17,6 +17,7 @@ from api.access import AccessLog
 from api.admin import router as admin_router
 from api.auth import KeyCache
 from api.catalog import CatalogCache
+from api.customer_routes import router as customer_router
 from api.deps import STORE_ERRORS, Stores, StoresDep
 from api.docs import add_docs
 from api.errors import install_error_handlers
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(customer_router)
     app.include_router(admin_router)
     app.include_router(ingest_router)
     _add_operational_routes(app)

@@ -119,3 +119,78 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         "description": "too many requests for this key or client address; see Retry-After",
     },
 }
+
+
+# --- per-customer reads (api/customer_routes.py) ---
+
+
+class CustomerSummaryRow(_Row):
+    customerId: str
+    offerId: str = Field(description="the action (offer)")
+    treatmentId: str | None = Field(description="the treatment (creative); null when absent")
+    creativeId: str | None = Field(description="KaireonAI's name for treatmentId")
+    channelId: str | None
+    periodType: str = Field(description="daily, weekly, monthly, alltime, or rolling (days=N)")
+    periodKey: str = Field(
+        description="2026-12-01, 2026-W49 (ISO week), 2026-12, alltime, or P7D (rolling)"
+    )
+    start: str | None = Field(description="inclusive start, ISO-8601 UTC; null for all-time")
+    end: str | None = Field(description="exclusive end, ISO-8601 UTC; null for all-time")
+    impressions: int
+    positive: int = Field(description="as in the summary endpoint: click + accept")
+    negative: int = Field(description="as in the summary endpoint: dismiss")
+    neutral: int = Field(description="max(impressions - positive - negative, 0)")
+    converts: int
+    total: int = Field(description="every interaction of the row, other types included")
+    lastContactAt: str = Field(description="time of the row's latest interaction, ISO-8601 UTC")
+    lastOutcomeKey: str = Field(description="type of the row's latest interaction")
+
+
+class CustomerSummariesResponse(BaseModel):
+    data: list[CustomerSummaryRow]
+    total: int = Field(description="rows before the limit")
+
+
+class HistoryRow(_Row):
+    id: str = Field(description="the event id")
+    timestamp: str = Field(description="event time, ISO-8601 UTC")
+    customerId: str
+    actionId: str
+    offerId: str = Field(description="KaireonAI's name for actionId")
+    treatmentId: str | None
+    creativeId: str | None = Field(description="KaireonAI's name for treatmentId")
+    channelId: str | None
+    type: str
+    direction: str | None
+
+
+class Pagination(BaseModel):
+    limit: int
+    hasMore: bool
+    nextCursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class HistoryResponse(BaseModel):
+    data: list[HistoryRow]
+    pagination: Pagination
+
+
+class ErasedPostgres(BaseModel):
+    events: int = Field(description="history rows deleted (their ids are kept as tombstones)")
+    bucketsChanged: int = Field(description="stored bucket rows that lost counts")
+    bucketsDeleted: int = Field(description="... of which no interaction is left")
+    distinctPairsDeleted: int
+    distinctPairsChanged: int
+
+
+class ErasedRedis(BaseModel):
+    buckets: int = Field(description="hot buckets the erasure subtracts from")
+    applied: bool = Field(
+        description="false: Redis was not ready; the worker applies it from the outbox"
+    )
+
+
+class ErasedCustomer(BaseModel):
+    customerId: str
+    postgres: ErasedPostgres
+    redis: ErasedRedis

@@ -15,6 +15,16 @@ import asyncpg
 API_READS = ("schema_migrations", "interaction_bucket", "distinct_seen", "interaction_history")
 # Tables the API writes: keys (POST/DELETE /api/v1/keys) and the catalog (PUT /api/v1/catalog).
 API_WRITES = ("api_key", "catalog_action", "catalog_treatment", "catalog_channel")
+# Erasure of a customer (DELETE /api/v1/customers/{id}, streams/erasure.py): it deletes the
+# customer's history, keeps the erased ids, subtracts from the counters and hands Redis the
+# deltas through the outbox. Narrower would be a SECURITY DEFINER function (a follow-up).
+API_ERASES = (
+    "GRANT DELETE ON interaction_history",
+    "GRANT INSERT ON erased_event",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON interaction_bucket, distinct_seen",
+    "GRANT SELECT, INSERT, DELETE ON redis_outbox",
+    "GRANT USAGE ON SEQUENCE redis_batch_id",
+)
 # Version sequences: read to notice changes, bumped on writes (nextval needs USAGE).
 API_SEQUENCES = ("catalog_version", "api_key_version")
 
@@ -30,6 +40,7 @@ def api_grants(role: str) -> list[str]:
         f"GRANT SELECT ON {', '.join(API_READS)} TO {role}",
         f"GRANT SELECT, INSERT, UPDATE ON {', '.join(API_WRITES)} TO {role}",
         f"GRANT SELECT, USAGE ON SEQUENCE {', '.join(API_SEQUENCES)} TO {role}",
+        *(f"{grant} TO {role}" for grant in API_ERASES),
     ]
 
 

@@ -96,7 +96,11 @@ WITH batch AS (
     INSERT INTO interaction_history
         (tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type,
          direction)
-    SELECT * FROM batch ORDER BY tenant_id, event_id
+    SELECT * FROM batch AS b
+    -- erased events were seen: republished, they count as duplicates (streams/erasure.py)
+    WHERE NOT EXISTS (SELECT 1 FROM erased_event AS x
+                      WHERE x.tenant_id = b.tenant_id AND x.event_id = b.event_id)
+    ORDER BY tenant_id, event_id
     ON CONFLICT (tenant_id, event_id) DO NOTHING
     RETURNING tenant_id, {UTC_DAY_SQL.format(ts="ts")} AS day, customer_id, action_id,
               treatment_id, channel_id, type
@@ -176,6 +180,13 @@ FROM (VALUES (1)) AS one LEFT JOIN outbox AS o ON true
 
 WRITE_BATCH = _write_batch_sql()
 
+# Batches count under this advisory lock taken shared; an erasure takes it exclusive, so it
+# sees no batch half-counted and no batch sees it half-done (streams/erasure.py). Taken by a
+# statement of its own before WRITE_BATCH: in READ COMMITTED each statement takes a new
+# snapshot, so WRITE_BATCH then sees everything an erasure committed.
+COUNTING_LOCK_ID = 0x1A7E_C0DE
+COUNTING_SHARED = "SELECT pg_advisory_xact_lock_shared($1)"
+
 
 @dataclass(frozen=True, slots=True)
 class WrittenBatch:
@@ -207,6 +218,7 @@ async def write_batch(
     unique = unique_by_id(events)
     kept = oldest_kept_starts(now)
     async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(COUNTING_SHARED, COUNTING_LOCK_ID)
         rows = await conn.fetch(
             WRITE_BATCH,
             *_history_columns(unique),

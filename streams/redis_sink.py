@@ -43,6 +43,9 @@ _HASH_FIELDS = orjson.dumps([[keys.COUNTERS.index(c) + 1, c] for c in keys.HASH_
 # KEYS: ready, the batch's marker. ARGV: marker ttl, the hash fields as JSON, the batch as
 # JSON: [[counts key, rank key, expire-at (0: never), [group, ...], [[count, ...], ...]], ...].
 # One JSON argument: parsing it in Redis costs less than encoding thousands of arguments.
+# A count brought back to zero (an erasure's negative deltas, streams/erasure.py) is removed,
+# so Redis holds only groups with interactions, as Postgres does; increments commute, so
+# whichever order batches arrive in, the keys end up the same.
 APPLY_SCRIPT = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
@@ -53,9 +56,16 @@ for _, bucket in ipairs(cjson.decode(ARGV[3])) do
     local row = counts[i]
     for _, f in ipairs(fields) do
       local v = row[f[1]]
-      if v ~= 0 then redis.call('HINCRBY', h, f[2] .. ':' .. member, v) end
+      if v ~= 0 then
+        local field = f[2] .. ':' .. member
+        if redis.call('HINCRBY', h, field, v) == 0 then redis.call('HDEL', h, field) end
+      end
     end
-    if row[{_TOTAL}] ~= 0 then redis.call('ZINCRBY', z, -row[{_TOTAL}], member) end
+    if row[{_TOTAL}] ~= 0 then
+      if tonumber(redis.call('ZINCRBY', z, -row[{_TOTAL}], member)) == 0 then
+        redis.call('ZREM', z, member)
+      end
+    end
   end
   if exp > 0 then
     redis.call('EXPIREAT', h, exp)

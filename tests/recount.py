@@ -174,3 +174,108 @@ def summary_window(days: int, rolling: bool, now: datetime) -> tuple[datetime, d
         nxt = datetime(today.year + (today.month == 12), today.month % 12 + 1, 1, tzinfo=UTC)
         return first, nxt
     return datetime(1, 1, 1, tzinfo=UTC), None
+
+
+def _period_key(period: str, start: date) -> str:
+    if period == "daily":
+        return start.isoformat()
+    if period == "weekly":
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02d}"
+    if period == "monthly":
+        return start.strftime("%Y-%m")
+    return "alltime"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").removesuffix(".000000") + "Z"
+
+
+def _end_of(period: str, start: date) -> date:
+    if period == "daily":
+        return start + timedelta(days=1)
+    if period == "weekly":
+        return start + timedelta(days=7)
+    return date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+
+
+def expected_customer_summaries(
+    events: list[Event],
+    tenant: str,
+    customer: str,
+    periods: tuple[str, ...] = ("daily", "weekly", "monthly", "alltime"),
+    offer: str | None = None,
+    treatment: str | None = None,
+    channel: str | None = None,
+    days: int | None = None,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """GET /api/v1/interaction-summaries by hand: rows per (offer, treatment, channel), period
+    type and period, sorted by period type, period newest first, then the ids (null first)."""
+    mine = [
+        e
+        for e in events
+        if e.tenant == tenant
+        and e.customer == customer
+        and (offer is None or e.action == offer)
+        and (treatment is None or e.treatment == treatment)
+        and (channel is None or e.channel == channel)
+    ]
+    grouped: dict[tuple[str, date, str, str | None, str | None], list[Event]] = defaultdict(list)
+    if days is not None:
+        assert now is not None
+        today = now.astimezone(UTC).date()
+        first = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=days - 1)
+        last = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+        for e in mine:
+            if first <= e.ts < last:
+                grouped[("rolling", first.date(), e.action, e.treatment, e.channel)].append(e)
+    else:
+        for e in mine:
+            for period, start in buckets_of(e.ts):
+                if period in periods:
+                    grouped[(period, start, e.action, e.treatment, e.channel)].append(e)
+    order = ["daily", "weekly", "monthly", "alltime", "rolling"]
+    rows = []
+    for key in sorted(
+        grouped,
+        key=lambda k: (order.index(k[0]), -k[1].toordinal(), k[2], k[3] or "", k[4] or ""),
+    ):
+        period, start, action, treat, chan = key
+        group = grouped[key]
+        kinds = [e.type for e in group]
+        positive = kinds.count("click") + kinds.count("accept")
+        negative = kinds.count("dismiss")
+        latest = max(group, key=lambda e: (e.ts, e.id))
+        if period == "rolling":
+            assert days is not None
+            pkey, since, until = f"P{days}D", _iso(first), _iso(last)
+        elif period == "alltime":
+            pkey, since, until = "alltime", None, None
+        else:
+            end = _end_of(period, start)
+            pkey = _period_key(period, start)
+            since = _iso(datetime(start.year, start.month, start.day, tzinfo=UTC))
+            until = _iso(datetime(end.year, end.month, end.day, tzinfo=UTC))
+        rows.append(
+            {
+                "customerId": customer,
+                "offerId": action,
+                "treatmentId": treat,
+                "creativeId": treat,
+                "channelId": chan,
+                "periodType": period,
+                "periodKey": pkey,
+                "start": since,
+                "end": until,
+                "impressions": kinds.count("impression"),
+                "positive": positive,
+                "negative": negative,
+                "neutral": max(kinds.count("impression") - positive - negative, 0),
+                "converts": kinds.count("convert"),
+                "total": len(group),
+                "lastContactAt": _iso(latest.ts),
+                "lastOutcomeKey": latest.type,
+            }
+        )
+    return rows

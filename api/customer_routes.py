@@ -1,0 +1,235 @@
+"""Per-customer reads for decisioning and erasure: thin routes over api.customers,
+api.customer_queries and streams.erasure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import ORJSONResponse
+
+from api import customer_queries
+from api.auth import ApiKey, Role
+from api.customers import (
+    BadCursor,
+    decode_cursor,
+    encode_cursor,
+    history_row,
+    rolling_start,
+    summary_rows,
+)
+from api.deps import STORE_ERRORS, StoresDep, Viewer, actor, require_role
+from api.errors import ApiError
+from api.models import (
+    ERROR_RESPONSES,
+    CustomerSummariesResponse,
+    ErasedCustomer,
+    ErrorResponse,
+    HistoryResponse,
+)
+from core.logs import audit
+from core.periods import Period
+from streams.erasure import erase_customer
+from streams.redis_sink import RedisSink
+
+MAX_SUMMARY_ROWS = 200
+MAX_HISTORY_ROWS = 200
+MAX_DAYS = 36_500
+_ID = {"min_length": 1, "max_length": 128}
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "customerId is missing, or a bad cursor"},
+    401: {"model": ErrorResponse, "description": "missing, malformed, unknown or revoked API key"},
+    403: {"model": ErrorResponse, "description": "the key's role is too low"},
+    422: {"model": ErrorResponse, "description": "a parameter is out of range"},
+    503: {"model": ErrorResponse, "description": "Postgres cannot answer right now"},
+    **ERROR_RESPONSES,
+}
+
+router = APIRouter(prefix="/api/v1", tags=["customers"])
+
+Admin = Annotated[ApiKey, Depends(require_role(Role.ADMIN))]
+CustomerParam = Annotated[
+    str | None,
+    Query(alias="customerId", description="required: 400 MISSING_CUSTOMER_ID without it", **_ID),
+]
+OfferParam = Annotated[str | None, Query(alias="offerId", description="the action", **_ID)]
+ActionParam = Annotated[str | None, Query(alias="actionId", description="= offerId", **_ID)]
+CreativeParam = Annotated[str | None, Query(alias="creativeId", description="= treatmentId", **_ID)]
+TreatmentParam = Annotated[str | None, Query(alias="treatmentId", **_ID)]
+ChannelParam = Annotated[str | None, Query(alias="channelId", **_ID)]
+
+
+def _required(customer: str | None) -> str:
+    if customer is None:
+        raise ApiError(400, "MISSING_CUSTOMER_ID", "the query parameter customerId is required")
+    return customer
+
+
+def _one(name: str, ours: str | None, alias_name: str, alias: str | None) -> str | None:
+    if ours is not None and alias is not None and ours != alias:
+        raise ApiError(
+            422, "INVALID_PARAMETER", f"{name} and {alias_name} name the same filter; they differ"
+        )
+    return ours if ours is not None else alias
+
+
+def _unavailable() -> ApiError:
+    return ApiError(503, "DATABASE_UNAVAILABLE", "the history cannot be read right now")
+
+
+@router.get(
+    "/interaction-summaries",
+    response_model=CustomerSummariesResponse,
+    responses=_ERRORS,
+    summary="One customer's counts per offer, treatment and channel, per period",
+)
+async def interaction_summaries(
+    key: Viewer,
+    stores: StoresDep,
+    customer: CustomerParam = None,
+    period_type: Annotated[
+        Period | None, Query(alias="periodType", description="all four when omitted")
+    ] = None,
+    offer: OfferParam = None,
+    action: ActionParam = None,
+    treatment: TreatmentParam = None,
+    creative: CreativeParam = None,
+    channel: ChannelParam = None,
+    days: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_DAYS,
+            description="rolling: one row per combination over the last N UTC days, today"
+            " included (periodType rolling); not with periodType",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, description="rows; above 200 capped at 200")] = 100,
+) -> ORJSONResponse:
+    customer_id = _required(customer)
+    if days is not None and period_type is not None:
+        raise ApiError(422, "INVALID_PARAMETER", "give periodType or days, not both")
+    now = datetime.now(UTC)
+    rolling = (days, *rolling_start(days, now)) if days is not None else None
+    try:
+        events = await customer_queries.customer_events(
+            stores.require_pool(),
+            key.tenant_id,
+            customer_id,
+            _one("offerId", offer, "actionId", action),
+            _one("treatmentId", treatment, "creativeId", creative),
+            channel,
+            rolling[1] if rolling else None,
+        )
+    except STORE_ERRORS:
+        raise _unavailable() from None
+    if rolling is not None:
+        events = [e for e in events if e.ts < rolling[2]]
+    periods = [period_type] if period_type is not None else list(Period)
+    rows = summary_rows(customer_id, events, periods, rolling)
+    return ORJSONResponse({"data": rows[: min(limit, MAX_SUMMARY_ROWS)], "total": len(rows)})
+
+
+@router.get(
+    "/interaction-history",
+    response_model=HistoryResponse,
+    responses=_ERRORS,
+    summary="One customer's interactions, newest first, in pages (keyset cursor)",
+)
+async def interaction_history(
+    key: Viewer,
+    stores: StoresDep,
+    customer: CustomerParam = None,
+    offer: OfferParam = None,
+    action: ActionParam = None,
+    treatment: TreatmentParam = None,
+    creative: CreativeParam = None,
+    channel: ChannelParam = None,
+    type_: Annotated[
+        str | None, Query(alias="type", pattern="^[a-z][a-z0-9_]{0,31}$", description="event type")
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=1000, description="nextCursor of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, description="rows; above 200 capped at 200")] = 50,
+) -> ORJSONResponse:
+    customer_id = _required(customer)
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except BadCursor as exc:
+        raise ApiError(400, "INVALID_CURSOR", str(exc)) from None
+    size = min(limit, MAX_HISTORY_ROWS)
+    try:
+        events = await customer_queries.history_page(
+            stores.require_pool(),
+            key.tenant_id,
+            customer_id,
+            _one("offerId", offer, "actionId", action),
+            _one("treatmentId", treatment, "creativeId", creative),
+            channel,
+            type_,
+            after,
+            size + 1,
+        )
+    except STORE_ERRORS:
+        raise _unavailable() from None
+    page, more = events[:size], len(events) > size
+    last = page[-1] if more else None
+    return ORJSONResponse(
+        {
+            "data": [history_row(customer_id, e) for e in page],
+            "pagination": {
+                "limit": size,
+                "hasMore": more,
+                "nextCursor": encode_cursor(last.ts, last.event_id) if last else None,
+            },
+        }
+    )
+
+
+@router.delete(
+    "/customers/{customerId}",
+    response_model=ErasedCustomer,
+    responses=_ERRORS,
+    summary="Erase a customer everywhere (admin)",
+)
+async def delete_customer(
+    customer: Annotated[str, Path(alias="customerId", **_ID)], key: Admin, stores: StoresDep
+) -> ORJSONResponse:
+    """Deletes the customer's history and subtracts it from every bucket of every dimension
+    in Postgres and Redis, in one step against concurrent counting. Their event ids are kept
+    (ids only) so that a republished old event is not counted again."""
+    sink = RedisSink(stores.redis, stores.settings.redis_prefix)
+    try:
+        erased = await erase_customer(
+            stores.require_pool(), sink, key.tenant_id, customer, datetime.now(UTC)
+        )
+    except STORE_ERRORS:
+        raise ApiError(
+            503, "DATABASE_UNAVAILABLE", "the customer cannot be erased right now"
+        ) from None
+    # No customer id in the log: it is the personal data being erased.
+    audit(
+        "customer.erase",
+        actor(key),
+        tenant=key.tenant_id,
+        events=erased.events,
+        buckets_changed=erased.buckets_changed,
+        redis_batch_id=erased.redis_batch_id,
+        redis_applied=erased.redis_applied,
+    )
+    return ORJSONResponse(
+        {
+            "customerId": customer,
+            "postgres": {
+                "events": erased.events,
+                "bucketsChanged": erased.buckets_changed,
+                "bucketsDeleted": erased.buckets_deleted,
+                "distinctPairsDeleted": erased.distinct_pairs_deleted,
+                "distinctPairsChanged": erased.distinct_pairs_changed,
+            },
+            "redis": {"buckets": erased.redis_buckets, "applied": erased.redis_applied},
+        }
+    )
