@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import ORJSONResponse
 
@@ -41,7 +42,10 @@ _ID = {"min_length": 1, "max_length": 128}
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "customerId is missing, or a bad cursor"},
     401: {"model": ErrorResponse, "description": "missing, malformed, unknown or revoked API key"},
-    403: {"model": ErrorResponse, "description": "the key's role is too low"},
+    403: {
+        "model": ErrorResponse,
+        "description": "the key's role is too low; or (erasure) the API's database role may not",
+    },
     422: {"model": ErrorResponse, "description": "a parameter is out of range"},
     503: {"model": ErrorResponse, "description": "Postgres cannot answer right now"},
     **ERROR_RESPONSES,
@@ -206,6 +210,12 @@ async def delete_customer(
         erased = await erase_customer(
             stores.require_pool(), sink, key.tenant_id, customer, datetime.now(UTC)
         )
+    except asyncpg.InsufficientPrivilegeError:
+        raise ApiError(
+            403,
+            "ERASURE_NOT_PERMITTED",
+            "the API's database role may not erase; an operator grants it (README 'Security')",
+        ) from None
     except STORE_ERRORS:
         raise ApiError(
             503, "DATABASE_UNAVAILABLE", "the customer cannot be erased right now"

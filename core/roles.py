@@ -15,13 +15,16 @@ import asyncpg
 API_READS = ("schema_migrations", "interaction_bucket", "distinct_seen", "interaction_history")
 # Tables the API writes: keys (POST/DELETE /api/v1/keys) and the catalog (PUT /api/v1/catalog).
 API_WRITES = ("api_key", "catalog_action", "catalog_treatment", "catalog_channel")
-# Erasure of a customer (DELETE /api/v1/customers/{id}, streams/erasure.py): it deletes the
-# customer's history, keeps the erased ids, subtracts from the counters and hands Redis the
-# deltas through the outbox. Narrower would be a SECURITY DEFINER function (a follow-up).
-API_ERASES = (
+# Erasure of a customer (DELETE /api/v1/customers/{id}, streams/erasure.py) deletes history,
+# keeps the erased ids, subtracts from the counters and hands Redis the deltas through the
+# outbox. The API's role does not get these by default (it never writes counters or history):
+# an operator who wants erasure served by the API grants them (README "Security"); without
+# them the endpoint answers 403 ERASURE_NOT_PERMITTED. A narrower way would be a SECURITY
+# DEFINER function doing the erasure, granted alone.
+ERASURE_GRANTS = (
     "GRANT DELETE ON interaction_history",
     "GRANT INSERT ON erased_event",
-    "GRANT SELECT, INSERT, UPDATE, DELETE ON interaction_bucket, distinct_seen",
+    "GRANT INSERT, UPDATE, DELETE ON interaction_bucket, distinct_seen",
     "GRANT SELECT, INSERT, DELETE ON redis_outbox",
     "GRANT USAGE ON SEQUENCE redis_batch_id",
 )
@@ -40,8 +43,14 @@ def api_grants(role: str) -> list[str]:
         f"GRANT SELECT ON {', '.join(API_READS)} TO {role}",
         f"GRANT SELECT, INSERT, UPDATE ON {', '.join(API_WRITES)} TO {role}",
         f"GRANT SELECT, USAGE ON SEQUENCE {', '.join(API_SEQUENCES)} TO {role}",
-        *(f"{grant} TO {role}" for grant in API_ERASES),
     ]
+
+
+def erasure_grants(role: str) -> list[str]:
+    """The GRANT statements that let ``role`` (already given :func:`api_grants`) erase customers."""
+    if not _ROLE_NAME.match(role):
+        raise ValueError(f"role name {role!r}: use lower-case letters, digits and _ (max 63)")
+    return [f"{grant} TO {role}" for grant in ERASURE_GRANTS]
 
 
 async def grant_api_role(conn: asyncpg.Connection, role: str) -> list[str]:
