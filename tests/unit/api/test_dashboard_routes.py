@@ -80,7 +80,7 @@ async def test_unknown_assets_get_the_usual_error_body(client: httpx.AsyncClient
 
 
 def test_only_files_with_a_known_type_are_servable() -> None:
-    assert set(ASSETS) == {"index.html", "app.js", "app.css", "favicon.svg"}
+    assert set(ASSETS) == {"index.html", "app.js", "customer.js", "app.css", "favicon.svg"}
 
 
 async def test_the_page_loads_nothing_from_another_host(client: httpx.AsyncClient) -> None:
