@@ -16,7 +16,9 @@ import pytest
 from cli.embedded import EmbeddedServers
 
 
-@pytest.mark.parametrize("bench", ["fallback", "api_load", "freshness", "http_ingest"])
+@pytest.mark.parametrize(
+    "bench", ["fallback", "api_load", "freshness", "http_ingest", "customer_reads"]
+)
 async def test_smoke_run_measures_every_figure_and_writes_json(
     bench: str, servers: EmbeddedServers, tmp_path: Path
 ) -> None:
