@@ -15,8 +15,10 @@ import pytest
 
 from api.auth import Role, create_key
 from core.config import Settings
+from core.db import migrate, migration_files
 from core.roles import erasure_grants
-from tests.integration.stores import wait_for_exact_stores
+from streams.rebuild import rebuild_postgres
+from tests.integration.stores import postgres_buckets, wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import (
     Event,
@@ -307,3 +309,54 @@ async def test_erasure_while_events_flow_leaves_every_store_equal_to_a_recount_w
         assert again_erased.json()["postgres"]["events"] == 1
     audit = [line for line in api.logs().splitlines() if "customer.erase" in line]
     assert len(audit) == 2 and all(gone not in line for line in audit)
+
+
+async def test_a_database_of_the_previous_schema_gains_customer_reads_in_place(
+    empty_database: str, make_settings, start_api
+) -> None:
+    """Migration 0006 on a database counted by the schema before it: the same numbers, and
+    per-customer reads and erasure on top, served by the index it adds."""
+    dsn = empty_database
+    events = distinct_events(make_traffic(1200, seed=16).valid)
+    conn = await asyncpg.connect(dsn)
+    try:
+        before_0006 = [n for v, n, _ in migration_files() if v < 6]
+        assert await migrate(conn, up_to=5) == before_0006
+        await conn.executemany(
+            "INSERT INTO interaction_history (tenant_id, event_id, ts, customer_id, action_id,"
+            " treatment_id, channel_id, type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [(e.tenant, e.id, e.ts, e.customer, e.action, e.treatment, e.channel, e.type)
+             for e in events],
+        )  # fmt: skip
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            await rebuild_postgres(pool)  # counted by the schema before 0006
+        finally:
+            await pool.close()
+        before = await postgres_buckets(dsn)
+        assert before == expected_buckets(events)
+        assert "0006_customers.sql" in await migrate(conn)
+        assert await postgres_buckets(dsn) == before
+        plan = await conn.fetch(
+            "EXPLAIN (FORMAT TEXT) SELECT * FROM interaction_history"
+            " WHERE tenant_id = 'default' AND customer_id = 'C-001' ORDER BY ts DESC LIMIT 5"
+        )
+        assert "interaction_history_customer" in " ".join(r[0] for r in plan)
+    finally:
+        await conn.close()
+    template = await make_settings()
+    settings = Settings(**{**template.model_dump(), "database_url": dsn})
+    api = await start_api(settings)
+    keys = await _keys(settings)
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        for tenant, customer in _customers(events)[::7]:
+            key = keys["viewer"] if tenant == "default" else keys["acme"]
+            response = await client.get(
+                SUMMARIES, params={"customerId": customer, "limit": 200}, headers=_auth(key)
+            )
+            want = expected_customer_summaries(events, tenant, customer)
+            assert response.json() == {"data": want[:200], "total": len(want)}
+        erased = await client.delete("/api/v1/customers/C-002", headers=_auth(keys["admin"]))
+        assert erased.status_code == 200, erased.text
+    kept = [e for e in events if (e.tenant, e.customer) != ("default", "C-002")]
+    assert await postgres_buckets(dsn) == expected_buckets(kept)
