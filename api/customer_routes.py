@@ -18,7 +18,7 @@ from api.customers import (
     encode_cursor,
     history_row,
     rolling_start,
-    summary_rows,
+    summary_page,
 )
 from api.deps import STORE_ERRORS, StoresDep, Viewer, actor, require_role
 from api.errors import ApiError
@@ -132,8 +132,8 @@ async def interaction_summaries(
     if rolling is not None:
         events = [e for e in events if e.ts < rolling[2]]
     periods = [period_type] if period_type is not None else list(Period)
-    rows = summary_rows(customer_id, events, periods, rolling)
-    return ORJSONResponse({"data": rows[: min(limit, MAX_SUMMARY_ROWS)], "total": len(rows)})
+    rows, total = summary_page(customer_id, events, periods, rolling, min(limit, MAX_SUMMARY_ROWS))
+    return ORJSONResponse({"data": rows, "total": total})
 
 
 @router.get(
