@@ -2,7 +2,8 @@
 
 Each request gets an id (the client's ``X-Request-Id`` if it is a short token, else a new one),
 returned in the ``X-Request-Id`` header and carried by every log line written while serving it.
-The access line holds method, path (never the query string: a key could be in it), status,
+The access line holds method, path (never the query string: a key or a customer id could be in
+it; a customer id in the path is left out too), status,
 duration, client address and, once authenticated, the key's prefix and role.
 """
 
@@ -24,10 +25,12 @@ log = logging.getLogger("api.access")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # A key in a path (DELETE /api/v1/keys/<key>) is logged as its prefix only, as everywhere.
 _KEY_IN_PATH = re.compile(r"(isk_[A-Za-z0-9_-]{6})[A-Za-z0-9_-]+")
+# A customer id in a path (DELETE /api/v1/customers/<id>, an erasure) is personal data: not logged.
+_CUSTOMER_IN_PATH = re.compile(r"^(/api/v1/customers/)[^/]+")
 
 
 def loggable_path(path: str) -> str:
-    return _KEY_IN_PATH.sub(r"\1…", path)
+    return _CUSTOMER_IN_PATH.sub(r"\1…", _KEY_IN_PATH.sub(r"\1…", path))
 
 
 # Who is calling, filled in by the authentication dependency (api.deps.current_key).

@@ -38,9 +38,11 @@ def test_a_malformed_limit_names_the_setting(text: str) -> None:
         ("/api/v1/keys/isk_AbCdEf0123456789xyz", "/api/v1/keys/isk_AbCdEf…"),
         ("/api/v1/keys/isk_AbCdEf", "/api/v1/keys/isk_AbCdEf"),  # a prefix is already safe
         ("/api/v1/interaction-summary", "/api/v1/interaction-summary"),
+        ("/api/v1/customers/C-007", "/api/v1/customers/…"),  # an erased customer: not named
+        ("/api/v1/customers/a%2Fb/c", "/api/v1/customers/…/c"),
     ],
 )
-def test_a_key_in_a_path_is_logged_as_its_prefix(path: str, logged: str) -> None:
+def test_a_key_or_customer_in_a_path_is_not_logged_in_full(path: str, logged: str) -> None:
     assert loggable_path(path) == logged
 
 
