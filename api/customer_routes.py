@@ -37,7 +37,8 @@ from streams.redis_sink import RedisSink
 MAX_SUMMARY_ROWS = 200
 MAX_HISTORY_ROWS = 200
 MAX_DAYS = 36_500
-_ID = {"min_length": 1, "max_length": 128}
+# As the contract caps ids; NUL cannot be stored in Postgres text (a 422 here, not a 503).
+_ID = {"min_length": 1, "max_length": 128, "pattern": r"^[^\x00]*$"}
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "customerId is missing, or a bad cursor"},

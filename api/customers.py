@@ -227,6 +227,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         ts = datetime.fromisoformat(ts_text)
     except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise BadCursor(f"cursor {cursor[:40]!r} was not handed out by this API") from exc
-    if ts.tzinfo is None or not isinstance(event_id, str):
+    if ts.tzinfo is None or not isinstance(event_id, str) or "\x00" in event_id:
         raise BadCursor(f"cursor {cursor[:40]!r} was not handed out by this API")
     return ts, event_id

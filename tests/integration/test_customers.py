@@ -215,6 +215,7 @@ async def test_missing_and_bad_parameters_answer_the_json_error_body(
         ("GET", SUMMARIES, {"customerId": "c", "limit": 0}, keys["viewer"], 422, "INVALID_PARAMETER"),
         ("GET", SUMMARIES, {"customerId": "c", "offerId": "a", "actionId": "b"}, keys["viewer"], 422, "INVALID_PARAMETER"),
         ("GET", SUMMARIES, {"customerId": "x" * 129}, keys["viewer"], 422, "INVALID_PARAMETER"),
+        ("GET", HISTORY, {"customerId": "a\x00b"}, keys["viewer"], 422, "INVALID_PARAMETER"),
         ("GET", HISTORY, {"customerId": "c", "type": "Click!"}, keys["viewer"], 422, "INVALID_PARAMETER"),
         ("GET", HISTORY, {"customerId": "c"}, None, 401, "MISSING_API_KEY"),
         ("DELETE", "/api/v1/customers/c", {}, keys["viewer"], 403, "FORBIDDEN"),
