@@ -17,13 +17,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from cli.embedded import free_port
 from core.config import Settings, to_env
+from core.roles import erasure_grants
 
 # Variables of the test process that must not leak into a service's environment.
 _SERVICE_ENV_PREFIXES = (
@@ -270,3 +273,16 @@ async def produce(
         return list(await asyncio.gather(*futures))
     finally:
         await producer.stop()
+
+
+async def grant_erasure(settings: Settings, restricted: Settings) -> None:
+    """Give the API role of ``restricted`` (made by the ``as_api_role`` fixture) the erasure
+    grants (core.roles.erasure_grants), connecting as ``settings``' owner."""
+    role = urlsplit(restricted.database_url).username
+    assert role, restricted.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        for statement in erasure_grants(role):
+            await conn.execute(statement)
+    finally:
+        await conn.close()

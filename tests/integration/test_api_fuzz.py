@@ -39,7 +39,7 @@ from tests.integration.faults import Keys, Publisher, assert_no_secret_in_logs, 
 from tests.integration.stores import wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets
-from tests.support import ApiProcess, wait_until
+from tests.support import ApiProcess, grant_erasure, wait_until
 
 # Generated requests per operation, generation mode and credentials; CI runs the default.
 API_EXAMPLES = int(os.environ.get("RELIABILITY_API_EXAMPLES", "30"))
@@ -56,6 +56,9 @@ REQUIRED_ROLE = {
     ("POST", "/api/v1/interactions"): "producer",
     ("POST", "/api/v1/respond"): "producer",
     ("POST", "/api/v1/respond/bulk"): "producer",
+    ("GET", "/api/v1/interaction-summaries"): "viewer",
+    ("GET", "/api/v1/interaction-history"): "viewer",
+    ("DELETE", "/api/v1/customers/{customerId}"): "admin",
 }
 # The roles each requirement lets through: viewer < editor < admin is a chain; a producer key
 # may only ingest, which editors and admins may too.
@@ -284,7 +287,9 @@ async def bare(settings: Settings, start_api, as_api_role) -> Bare:
     """An API (as the API's database role) and keys of every role; no events needed to check
     who may do what."""
     keys = await make_keys(settings.database_url, ("default", "acme"))
-    api = await start_api(await as_api_role(settings))
+    restricted = await as_api_role(settings)
+    await grant_erasure(settings, restricted)  # so the role matrix covers DELETE customers
+    api = await start_api(restricted)
     return Bare(api.url, keys, settings, api)
 
 
@@ -300,6 +305,8 @@ def _request_for(method: str, path: str) -> dict[str, Any]:
         return {"json": _OUTCOME}
     if path == "/api/v1/respond/bulk":
         return {"json": {"outcomes": [_OUTCOME]}}
+    if path in ("/api/v1/interaction-summaries", "/api/v1/interaction-history"):
+        return {"params": {"customerId": "C-001"}}
     return {}
 
 
@@ -332,7 +339,7 @@ async def test_every_protected_operation_refuses_missing_bad_revoked_and_weak_ke
         }
         tried = 0
         for method, path in sorted(protected):
-            url = path.replace("{key_prefix}", "isk_nothing")
+            url = path.replace("{key_prefix}", "isk_nothing").replace("{customerId}", "C-001")
             allowed = ALLOWED[REQUIRED_ROLE[(method, path)]]
             cases = dict(refused)
             for role in ROLES:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -26,7 +25,7 @@ from tests.recount import (
     expected_buckets,
     expected_customer_summaries,
 )
-from tests.support import produce
+from tests.support import grant_erasure, produce
 
 SUMMARIES = "/api/v1/interaction-summaries"
 HISTORY = "/api/v1/interaction-history"
@@ -244,24 +243,13 @@ def test_readme_shows_the_erasure_grants() -> None:
     assert shown == erasure_grants("interaction_summary_api")
 
 
-async def _grant_erasure(settings: Settings, restricted: Settings) -> None:
-    role = urlsplit(restricted.database_url).username
-    assert role
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        for statement in erasure_grants(role):
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.mark.slow
 async def test_erasure_while_events_flow_leaves_every_store_equal_to_a_recount_without_them(
     settings: Settings, start_worker, start_api, as_api_role
 ) -> None:
     events = await _fed(settings, start_worker, 3000, seed=14)
     restricted = await as_api_role(settings)
-    await _grant_erasure(settings, restricted)
+    await grant_erasure(settings, restricted)
     api = await start_api(restricted)
     keys = await _keys(settings)
     gone = "C-007"
