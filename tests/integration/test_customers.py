@@ -10,7 +10,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 
 from api.auth import Role, create_key
 from core.config import Settings
@@ -243,7 +242,6 @@ def test_readme_shows_the_erasure_grants() -> None:
     assert shown == erasure_grants("interaction_summary_api")
 
 
-@pytest.mark.slow
 async def test_erasure_while_events_flow_leaves_every_store_equal_to_a_recount_without_them(
     settings: Settings, start_worker, start_api, as_api_role
 ) -> None:
