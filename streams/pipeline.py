@@ -322,17 +322,27 @@ class BatchProcessor:
     async def finish_mirroring(self, seconds: float) -> int:
         """Before the worker exits: Redis gets every batch it committed (the mirror in flight,
         then what the outbox holds), else the next worker would find Redis behind Postgres.
-        Bounded: what is left after ``seconds`` stays in the outbox. Returns what is left."""
-        deadline = asyncio.get_running_loop().time() + seconds
+        Redis trouble is retried until ``seconds`` have passed; what is left then stays in the
+        outbox for the next worker. Returns how many batches are left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        if self._mirroring is not None:
+            await asyncio.wait([self._mirroring], timeout=seconds)  # never raises
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    while await self.drain_outbox():
+                        pass
+                break  # empty, or Redis not ready (a resync is the next worker's)
+            except TimeoutError:
+                break
+            except Exception as exc:  # e.g. a connection Redis dropped: a new one may work
+                log.warning("redis catch-up before exit failed, retrying error=%r", exc)
+                await asyncio.sleep(0.2)
         try:
-            async with asyncio.timeout_at(deadline):
-                if self._mirroring is not None:
-                    await asyncio.wait([self._mirroring])  # never raises, even if cancelled
-                while await self.drain_outbox():
-                    pass
-        except Exception as exc:  # TimeoutError or a store down: the outbox keeps the rest
-            log.warning("redis not caught up before exit error=%r", exc)
-        return len(await outbox.pending(self._pool, 1_000))
+            return len(await outbox.pending(self._pool, 1_000))
+        except Exception:  # Postgres gone too: nothing more to say
+            return -1
 
     async def keep_redis_exact(self) -> None:
         """Periodic: resync an emptied Redis, then apply whatever the outbox still holds."""
