@@ -17,6 +17,7 @@ from api.access import AccessLog
 from api.admin import router as admin_router
 from api.auth import KeyCache
 from api.catalog import CatalogCache
+from api.dashboard_routes import router as dashboard_router
 from api.deps import STORE_ERRORS, Stores, StoresDep
 from api.docs import add_docs
 from api.errors import install_error_handlers
@@ -129,12 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AddressRateLimit, limits=limits)
     app.add_middleware(RequestMetrics)
     app.add_middleware(AccessLog)
-    try:
-        from api.dashboard_routes import router as dashboard_router
-    except ImportError:  # the dashboard is optional for the API itself
-        pass
-    else:
-        app.include_router(dashboard_router)
+    app.include_router(dashboard_router)
     return app
 
 

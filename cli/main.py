@@ -138,9 +138,9 @@ def worker(
     ] = None,
 ) -> None:
     """Run the stream worker: migrations first, then the topics if missing, then consume."""
-    from cli.topics import ensure_topics, service_topics
     from core.db import SchemaError
     from core.logs import configure_logging
+    from streams.topics import ensure_topics, service_topics
 
     settings = get_settings()
     configure_logging(loglevel or settings.log_level)

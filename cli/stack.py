@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +29,18 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from cli import embedded
-from cli.embedded import ServerProcess, free_port
-from cli.topics import ensure_topics, service_topics
-from core.config import Settings, get_settings, to_env
+from core.config import Settings, get_settings
+from embedded import servers as embedded
+from embedded.processes import (
+    Process,
+    answers_health,
+    cli_argv,
+    free_port,
+    service_env,
+    spawn,
+    wait_ready,
+)
+from streams.topics import ensure_topics, service_topics
 
 DATABASE_NAME = "interaction_summary"
 # How long a shutdown waits for the worker to count what the embedded broker still holds.
@@ -55,7 +62,7 @@ class Stack:
 
     options: StackOptions
     console: Console
-    processes: list[ServerProcess] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
     settings: Settings | None = None
     info: dict[str, str] = field(default_factory=dict)
 
@@ -155,17 +162,15 @@ class Stack:
 
     def _service(self, name: str, args: list[str], settings: Settings, note: str = "") -> str:
         log = self.logs / f"{name}.log"
-        env = {**os.environ, **to_env(settings), "PYTHONUNBUFFERED": "1"}
-        argv = [sys.executable, "-m", "cli", *args]
-        process = embedded.spawn(name, note, argv, log, env=env)
+        process = spawn(name, cli_argv(*args), log, env=service_env(settings), url=note)
         self.processes.append(process)
-        return note or f"pid {process.process.pid}"
+        return note or f"pid {process.pid}"
 
     def _api(self, settings: Settings) -> str:
         url = f"http://{settings.api_host}:{settings.api_port}"
         self._service("api", ["api", "--log-level", "warning"], settings)
         api = self.processes[-1]
-        embedded.wait_ready(api, lambda: _healthy(url), timeout=60)
+        wait_ready(api, lambda: answers_health(url), timeout=60)
         self.info["api_url"] = url
         return f"{url}  [dim](docs /docs, dashboard /dashboard)[/]"
 
@@ -209,7 +214,7 @@ class Stack:
                     live.stop()
                     for process in dead:
                         self.console.print(
-                            f"[red]✗ {process.name} exited with code {process.process.returncode}[/];"
+                            f"[red]✗ {process.name} exited with code {process.returncode}[/];"
                             f" last lines of {process.log_path}:\n{process.log_tail(30)}"
                         )
                     return 1
@@ -223,7 +228,7 @@ class Stack:
         table.add_column("address / pid")
         for process in self.processes:
             state = "[green]running[/]" if process.running else "[red]stopped[/]"
-            table.add_row(process.name, state, process.url or str(process.process.pid))
+            table.add_row(process.name, state, process.url or str(process.pid))
         numbers = (
             f"in {metrics.get('interactions_in_total', 0):,.0f}  "
             f"counted {metrics.get('interactions_counted_total', 0):,.0f}  "
@@ -376,13 +381,6 @@ def _redact(url: str) -> str:
     return url
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _scrape(url: str) -> dict[str, float]:
     """Sum of each worker metric over its labels; empty while the worker is not serving yet."""
     try:
@@ -428,7 +426,7 @@ async def _migrate_and_create_key(settings: Settings) -> tuple[list[str], str]:
 
 async def _load_demo_catalog(settings: Settings) -> str:
     from api.catalog import CatalogDocument, load_catalog
-    from bench.synthetic import make_catalog
+    from cli.synthetic import make_catalog
 
     document = CatalogDocument.model_validate(make_catalog(DEMO_CATALOG_SEED).document())
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)

@@ -29,6 +29,7 @@ from streams.pipeline import (
     postgres_error_kind,
 )
 from streams.redis_sink import RedisSink
+from streams.topics import service_topics
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,19 @@ def create_app(settings: Settings) -> faust.App:
 
 settings = get_settings()
 app = create_app(settings)
+_interactions_topic, _dead_letters_topic = service_topics(settings)
 interactions = app.topic(
-    settings.topic,
+    _interactions_topic.name,
     key_serializer="raw",
     value_serializer="raw",
-    partitions=settings.topic_partitions,
+    partitions=_interactions_topic.num_partitions,
 )
-dead_letters = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+dead_letters = app.topic(
+    _dead_letters_topic.name,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=_dead_letters_topic.num_partitions,
+)
 # Between the agent (reader) and the committer; the lag timer tells it about a backlog.
 _batches: GroupCommit[Any] = GroupCommit(settings.batch_max_events)
 

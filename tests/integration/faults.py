@@ -30,11 +30,12 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from api.auth import Role, create_key, revoke_key
-from cli.embedded import HOST, ServerProcess, free_port, start_kafka, start_postgres, start_redis
 from core.config import Settings
+from embedded.processes import HOST, Process, free_port
+from embedded.servers import start_kafka, start_postgres, start_redis
 from tests.integration.traffic import Traffic, make_traffic
 from tests.recount import Event, expected_summary, summary_window
-from tests.support import encode_event
+from tests.support import encode_event, wait_until
 
 # --- servers a test can stop ---------------------------------------------------------------
 
@@ -46,8 +47,8 @@ class Restartable:
     name: str
     port: int
     log_path: Path
-    launch: Callable[[int, Path], ServerProcess]
-    process: ServerProcess | None = None
+    launch: Callable[[int, Path], Process]
+    process: Process | None = None
     starts: int = 0
 
     def start(self) -> Restartable:
@@ -62,9 +63,8 @@ class Restartable:
 
     def kill(self) -> None:
         """SIGKILL: the server gets no chance to flush or shut down (a crash)."""
-        if self.process is not None and self.process.running:
-            self.process.process.kill()
-            self.process.process.wait(10)
+        if self.process is not None:
+            self.process.kill()
 
     @property
     def url(self) -> str:
@@ -82,7 +82,7 @@ def own_postgres(log_dir: Path, password: str | None = None) -> Restartable:
     unlike the session's throwaway cluster); its data directory survives restarts."""
     data_dir = log_dir / "postgres-data"
 
-    def launch(port: int, log_path: Path) -> ServerProcess:
+    def launch(port: int, log_path: Path) -> Process:
         return start_postgres(data_dir, port, log_path, password=password, max_connections=50)
 
     return Restartable("postgres", free_port(), log_dir / "postgres.log", launch).start()
@@ -472,19 +472,24 @@ async def assert_api_matches_recount(
     """Every answer equals the recount (waits ``timeout`` for Redis to catch up); returns the
     sources that answered, by window. With ``period_source``, also waits until every current
     period is answered by that store."""
-    deadline = time.monotonic() + timeout
-    while True:
+    problems: list[str] = []
+
+    async def agrees() -> tuple[dict[str, set[str]]] | None:
         sources: dict[str, set[str]] = {}
-        problems = await api_mismatches(api, recount, sources)
+        problems[:] = await api_mismatches(api, recount, sources)
         if period_source is not None and sources.get("period") != {period_source}:
             problems.append(f"current periods answered by {sources.get('period')}")
-        if not problems:
-            return sources
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{len(problems)} API answers differ from the recount:\n" + "\n".join(problems[:10])
-            )
-        await asyncio.sleep(0.5)
+        return None if problems else (sources,)
+
+    (sources,) = await wait_until(
+        agrees,
+        timeout,
+        0.5,
+        lambda: (
+            f"{len(problems)} API answers differ from the recount:\n" + "\n".join(problems[:10])
+        ),
+    )
+    return sources
 
 
 def out_of_bounds(

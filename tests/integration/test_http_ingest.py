@@ -24,10 +24,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.auth import Role, create_key
-from cli.embedded import free_port
-from cli.topics import ensure_topics, service_topics
 from core.config import Settings
 from core.db import create_pool
+from embedded.processes import free_port
+from streams.topics import ensure_topics, service_topics
 from tests.integration.faults import (
     ApiClient,
     Publisher,

@@ -22,11 +22,13 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from cli.embedded import EmbeddedServers, ServerStartError
-from cli.topics import ensure_topics, service_topics
 from core.config import Settings
 from core.periods import STORED_PERIODS
-from tests.conftest import MakeSettings, database_dsn
+from embedded.isolation import database_dsn
+from embedded.processes import ServerStartError
+from embedded.servers import EmbeddedServers
+from streams.topics import ensure_topics, service_topics
+from tests.conftest import MakeSettings
 from tests.integration.faults import (
     ApiClient,
     Publisher,
@@ -411,11 +413,12 @@ async def test_broker_restart_worker_reconnects_by_itself_and_counts_what_is_pub
 # --- an operator repairs the counters -------------------------------------------------------
 
 
-async def test_a_rebuild_while_the_worker_counts_keeps_every_bucket_exact_after_it(
+async def test_events_counted_after_a_rebuild_add_to_the_rebuilt_rows_and_survive_a_resync(
     settings: Settings, start_worker, start_api
 ) -> None:
-    """``interaction-summary rebuild`` (the documented repair) recounts from history; events
-    counted afterwards must add to the rebuilt rows, and a later Redis resync copy them."""
+    """``interaction-summary rebuild`` (the documented repair) recounts from history beside a
+    running worker; events counted afterwards must add to the rebuilt rows, and a later Redis
+    resync copy them. (A rebuild overlapping the flow: test_rebuild.py.)"""
     worker = start_worker(settings)
     api, _ = await _api(settings, start_api)
     first = wave(1500, seed=61, prefix="a")

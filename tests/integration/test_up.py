@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from cli.embedded import free_port, start_postgres
 from cli.stack import DATABASE_NAME
 from core.config import Settings
-from tests.conftest import database_dsn
+from embedded.isolation import database_dsn
+from embedded.processes import clean_env, cli_argv, free_port
+from embedded.servers import start_postgres
 from tests.integration.faults import Publisher, wave
 from tests.integration.stores import history_count, postgres_buckets
 from tests.recount import distinct_events, expected_buckets
-from tests.support import _SERVICE_ENV_PREFIXES, cli_argv, wait_until
+from tests.support import wait_until
 
 
 @pytest.mark.slow
@@ -27,8 +27,7 @@ async def test_ctrl_c_of_up_right_after_publishing_counts_every_event_before_the
     """20,000 events published to the embedded stack, Ctrl-C at once: the shutdown waits for
     the worker, so all of them are in Postgres afterwards (the broker kept them only in memory)."""
     state = tmp_path / "stack"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="200")
+    env = clean_env(COLUMNS="200")
     output = tmp_path / "up.log"
     with output.open("wb") as log:
         up = subprocess.Popen(

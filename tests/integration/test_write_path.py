@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from core.config import Settings
-from tests.integration.stores import history_count, wait_for_exact_stores
+from tests.integration.stores import wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets
 from tests.support import produce, wait_until
@@ -93,21 +93,5 @@ async def test_two_workers_in_one_group_stay_exact(settings: Settings, start_wor
     await wait_for_exact_stores(settings, expected_buckets(distinct), len(distinct))
 
 
-async def test_worker_killed_mid_ingest_loses_nothing_and_counts_nothing_twice(
-    settings: Settings, start_worker
-) -> None:
-    traffic = make_traffic(40_000, seed=3)
-    distinct = distinct_events(traffic.valid)
-    worker = start_worker(settings)
-    await produce(settings, traffic.messages)
-
-    async def midway() -> bool:
-        return await history_count(settings.database_url) > len(distinct) // 4
-
-    await wait_until(midway, 180, interval=0.2, message="the worker never got going")
-    worker.kill()
-    counted_at_kill = await history_count(settings.database_url)
-    assert counted_at_kill < len(distinct), "the kill must land mid-ingest"
-    worker.restart()
-
-    await wait_for_exact_stores(settings, expected_buckets(distinct), len(distinct))
+# A worker killed mid-ingest: tests/integration/test_reliability.py, the one kill test
+# (SIGKILL at random instants, restarted each time, exact afterwards).
