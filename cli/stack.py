@@ -1,8 +1,9 @@
 """``interaction-summary up``: the whole stack in the foreground, from wheels only.
 
 Order: broker, Postgres, Redis (each skipped when its URL is given by environment), topics,
-schema and a viewer key, then the worker, the API and, with ``--demo``, a catalog and a
-synthetic producer. ``stack.json`` in the state directory tells scripts where everything is.
+schema and a viewer key, then the worker, the API and, with ``--demo``, a catalog, the last
+30 days of synthetic history (so periods, rolling windows and the events-per-day chart show a
+living month on first look) and a live synthetic producer. ``stack.json`` in the state directory tells scripts where everything is.
 Shutdown (Ctrl-C or SIGTERM) runs in reverse order; every child also dies with this process.
 With the embedded broker (it keeps its log in memory), the shutdown first stops the demo
 producer, then waits for the worker to count what the topic still holds (a second Ctrl-C
@@ -54,6 +55,7 @@ class StackOptions:
     demo: bool = False
     demo_rate: float = 200.0
     api_port: int = DEFAULT_PORTS["api"]
+    demo_history_events: int = 30_000
 
 
 @dataclass
@@ -123,6 +125,11 @@ class Stack:
         self.step("Worker", lambda: self._service("worker", ["worker"], settings))
         self.step("API", lambda: self._api(settings))
         if self.options.demo:
+            events = self.options.demo_history_events
+            self.step(
+                f"Demo history ({DEMO_HISTORY_DAYS} d)",
+                lambda: asyncio.run(_publish_demo_history(settings, events)),
+            )
             rate = self.options.demo_rate
             argv = ["produce", "--rate", f"{rate:g}", "--quiet"]
             self.step(
@@ -442,6 +449,28 @@ async def _load_demo_catalog(settings: Settings) -> str:
 
 # The demo producer draws its events from this catalog: the API shows their names.
 DEMO_CATALOG_SEED = 0
+# How far back the demo's history reaches: a month, so the current month and every rolling
+# window up to 30 days hold events from the first look on.
+DEMO_HISTORY_DAYS = 30.0
+
+
+async def publish_demo_history(
+    settings: Settings, events: int, seed: int, days: float = DEMO_HISTORY_DAYS
+) -> int:
+    """Publish ``events`` synthetic events of the demo catalog, stamped uniformly over the
+    ``days`` before now; returns how many the broker acknowledged."""
+    from cli import produce as producing
+
+    messages = producing.synthetic_messages(seed, DEMO_CATALOG_SEED, days, producing.utc_now)
+    stats = await producing.publish(
+        settings.kafka_bootstrap_servers, settings.topic, producing.paced(messages, 0, events)
+    )
+    return stats.acknowledged
+
+
+async def _publish_demo_history(settings: Settings, events: int) -> str:
+    acknowledged = await publish_demo_history(settings, events, random_seed())
+    return f"{acknowledged:,} events over the last {DEMO_HISTORY_DAYS:g} days"
 
 
 def random_seed() -> int:

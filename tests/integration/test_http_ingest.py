@@ -28,14 +28,9 @@ from core.config import Settings
 from core.db import create_pool
 from embedded.processes import free_port
 from streams.topics import ensure_topics, service_topics
-from tests.integration.faults import (
-    ApiClient,
-    Publisher,
-    Recount,
-    assert_api_matches_recount,
-    own_kafka,
-    wave,
-)
+from tests.integration.api_oracle import ApiClient, Recount, assert_api_matches_recount
+from tests.integration.faults import own_kafka
+from tests.integration.publishing import Publisher, wave
 from tests.integration.stores import history_count, wait_for_exact_stores
 from tests.recount import distinct_events, expected_buckets
 from tests.support import wait_until

@@ -10,7 +10,7 @@ import asyncpg
 
 from core.config import Settings
 from embedded.processes import cli_argv, service_env
-from tests.integration.faults import Publisher, wave
+from tests.integration.publishing import Publisher, wave
 from tests.integration.stores import history_count, postgres_buckets, wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets

@@ -29,26 +29,24 @@ from embedded.processes import ServerStartError
 from embedded.servers import EmbeddedServers
 from streams.topics import ensure_topics, service_topics
 from tests.conftest import MakeSettings
-from tests.integration.faults import (
+from tests.integration.api_oracle import (
     ApiClient,
-    Publisher,
     Recount,
-    Restartable,
-    TcpProxy,
     Watch,
     assert_api_matches_recount,
-    assert_no_secret_in_logs,
-    assigned_partitions,
-    assignments,
+    watch_answers,
+)
+from tests.integration.consumption import assigned_partitions, assignments, offsets_all_committed
+from tests.integration.credentials import assert_no_secret_in_logs, make_keys
+from tests.integration.faults import (
+    Restartable,
+    TcpProxy,
     dsn_through,
-    make_keys,
-    offsets_all_committed,
     own_kafka,
     own_postgres,
     own_redis,
-    watch_answers,
-    wave,
 )
+from tests.integration.publishing import Publisher, wave
 from tests.integration.stores import history_count, postgres_buckets, wait_for_exact_stores
 from tests.recount import distinct_events, expected_buckets
 from tests.support import cli_argv, service_env, wait_until

@@ -3,46 +3,14 @@ in Postgres and in Redis, with every invalid message in the dead-letter topic.""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from typing import Any
-
-from aiokafka import AIOKafkaConsumer
 
 from core.config import Settings
+from tests.integration.consumption import dead_letters
 from tests.integration.stores import wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets
-from tests.support import produce, wait_until
-
-
-async def dead_letters(settings: Settings, expected: int, timeout: float = 60) -> list[Any]:
-    """Every record of the DLQ topic (waits until ``expected`` of them arrived)."""
-    consumer = AIOKafkaConsumer(
-        settings.dlq_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-
-        async def got_all() -> bool:
-            batch = await consumer.getmany(timeout_ms=500)
-            for part in batch.values():
-                records.extend(part)
-            return len(records) >= expected
-
-        await wait_until(
-            got_all, timeout, message=lambda: f"{len(records)}/{expected} dead letters"
-        )
-        await asyncio.sleep(0)  # nothing more is expected; a surplus shows in the assert below
-        for part in (await consumer.getmany(timeout_ms=1000)).values():
-            records.extend(part)
-    finally:
-        await consumer.stop()
-    return records
+from tests.support import produce
 
 
 async def test_every_bucket_in_both_stores_equals_an_independent_recount(
