@@ -1,4 +1,4 @@
-"""The event contract (CONTRACT.md section 1): what is accepted, what is rejected and why."""
+"""The event contract (docs/contract.md section 1): what is accepted, what is rejected and why."""
 
 from __future__ import annotations
 
