@@ -34,7 +34,6 @@ from embedded.processes import (
     cli_argv,
     free_port,
     service_env,
-    spawn,
     wait_ready,
 )
 from embedded.servers import EmbeddedServers, embedded_servers
@@ -151,7 +150,9 @@ async def fresh_settings(
 
 def _spawn(name: str, args: list[str], settings: Settings, log_dir: Path) -> Process:
     """A worker or API subprocess (``python -m cli <command>``) logging to a file."""
-    return spawn(name, cli_argv(*args), log_dir / f"{name}.log", env=service_env(settings))
+    return Process(
+        name, cli_argv(*args), log_dir / f"{name}.log", env=service_env(settings)
+    ).start()
 
 
 @contextlib.contextmanager

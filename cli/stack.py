@@ -38,7 +38,6 @@ from embedded.processes import (
     cli_argv,
     free_port,
     service_env,
-    spawn,
     wait_ready,
 )
 from streams.topics import ensure_topics, service_topics
@@ -169,7 +168,7 @@ class Stack:
 
     def _service(self, name: str, args: list[str], settings: Settings, note: str = "") -> str:
         log = self.logs / f"{name}.log"
-        process = spawn(name, cli_argv(*args), log, env=service_env(settings), url=note)
+        process = Process(name, cli_argv(*args), log, env=service_env(settings), url=note).start()
         self.processes.append(process)
         return note or f"pid {process.pid}"
 

@@ -139,22 +139,6 @@ class Process:
         return self.logs().rsplit("===== start #", 1)[-1]
 
 
-def spawn(
-    name: str,
-    argv: list[str],
-    log_path: Path,
-    *,
-    env: dict[str, str] | None = None,
-    url: str = "",
-    stop_signal: signal.Signals = signal.SIGTERM,
-    user: str | None = None,
-) -> Process:
-    """A started ``Process``."""
-    return Process(
-        name, argv, log_path, env=env, url=url, stop_signal=stop_signal, user=user
-    ).start()
-
-
 def cli_argv(*args: str) -> list[str]:
     """The ``interaction-summary`` CLI run by this interpreter."""
     return [sys.executable, "-m", "cli", *args]

@@ -24,7 +24,6 @@ from embedded.processes import (
     Process,
     ServerStartError,
     free_port,
-    spawn,
     tcp_accepts,
     wait_ready,
 )
@@ -65,7 +64,7 @@ def start_kafka(port: int, log_path: Path, timeout: float = 30.0) -> Process:
         "memory://tansu/",
     ]
     env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
-    server = spawn("kafka", argv, log_path, env=env, url=f"{HOST}:{port}")
+    server = Process("kafka", argv, log_path, env=env, url=f"{HOST}:{port}").start()
     wait_ready(server, lambda: tcp_accepts(port), timeout)
     return server
 
@@ -189,9 +188,9 @@ def start_postgres(
         argv += ["-c", f"{name}={value}"]
     auth = f"{POSTGRES_SUPERUSER}:{password}" if password else POSTGRES_SUPERUSER
     url = f"postgresql://{auth}@{HOST}:{port}/postgres"
-    server = spawn(
+    server = Process(
         "postgres", argv, log_path, url=url, stop_signal=signal.SIGINT, user=_postgres_user()
-    )
+    ).start()
     wait_ready(server, lambda: _postgres_accepts(port), timeout)
     return server
 
@@ -234,7 +233,7 @@ def start_redis(port: int, log_path: Path, timeout: float = 30.0) -> Process:
         "--protected-mode",
         "yes",
     ]
-    server = spawn("redis", argv, log_path, url=f"redis://{HOST}:{port}/0")
+    server = Process("redis", argv, log_path, url=f"redis://{HOST}:{port}/0").start()
     wait_ready(server, lambda: _redis_pongs(port), timeout)
     return server
 
