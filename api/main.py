@@ -39,7 +39,7 @@ POOL_SIZE = 10
 async def _connect_postgres(stores: Stores, settled: asyncio.Event) -> None:
     """Open the pool, retrying while Postgres is down or its schema is not current: the API
     starts (and /health answers) anyway. The API never migrates: it may run as a role that
-    cannot (README "Security"); ``interaction-summary migrate`` does. ``settled`` is set once
+    cannot (docs/operations.md "Security"); ``interaction-summary migrate`` does. ``settled`` is set once
     connected, or once Postgres answered that the schema is not usable (waiting for
     ``migrate`` must not hold up start-up)."""
     settings = stores.settings

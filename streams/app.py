@@ -60,7 +60,7 @@ class LeanMonitor(Monitor):  # type: ignore[misc]
 
 
 def create_app(settings: Settings) -> faust.App:
-    # Consumer settings: see README "Throughput" for how each was measured.
+    # Consumer settings: see docs/performance.md for how each was measured.
     return faust.App(
         settings.consumer_group,
         broker=kafka_url(settings.kafka_bootstrap_servers),
@@ -227,7 +227,7 @@ async def serve_metrics() -> None:
 
 class WorkerLogFormatter(JsonFormatter):
     """JSON lines (core.logs) with Faust's own rendering of log arguments, e.g. an assignment's
-    partitions as the table operators (and tests/integration/faults.py) read."""
+    partitions as the table operators (and tests/integration/consumption.py) read."""
 
     _format_args = ExtensionFormatter._format_args
     format_arg = ExtensionFormatter.format_arg

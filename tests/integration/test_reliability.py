@@ -55,7 +55,7 @@ TENANTS = ("default", "acme")
 
 # Size of the SIGKILL test. CI runs the defaults (50,000 events, 4 kills: about a minute on 2
 # cores); the issue's full size is RELIABILITY_KILL_EVENTS=200000 RELIABILITY_KILLS=5 (about
-# two minutes, the figure in the README).
+# two minutes, the figure in docs/reliability.md).
 KILL_EVENTS = int(os.environ.get("RELIABILITY_KILL_EVENTS", "50000"))
 KILLS = int(os.environ.get("RELIABILITY_KILLS", "4"))
 KILL_SEED = int(os.environ.get("RELIABILITY_SEED", "20260501"))
@@ -374,7 +374,7 @@ async def test_broker_restart_worker_reconnects_by_itself_and_counts_what_is_pub
     """The embedded broker keeps nothing: after its restart the topics are created again and
     events published again (new ones, and some counted before, now at other offsets).
 
-    Known limit, see the README: with a broker that forgets its log, events published before
+    Known limit, see docs/reliability.md: with a broker that forgets its log, events published before
     the worker has joined the group again can be skipped (Faust keeps its read positions and
     commits them to the new log), so the test publishes once the worker is back in its group,
     and restarts the broker only once the worker has committed its offsets.
