@@ -143,7 +143,12 @@ async def fresh_settings(
         work_dir,
         label=f"bench_{name}",
         topics=topics,
-        **{"api_rate_limit_per_key": "", "api_rate_limit_per_address": "", **overrides},
+        **{
+            "api_rate_limit_per_key": "",
+            "api_rate_limit_per_producer_key": "",
+            "api_rate_limit_per_address": "",
+            **overrides,
+        },
     ) as settings:
         yield settings
 
