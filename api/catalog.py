@@ -10,6 +10,8 @@ from typing import Annotated
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.db import STORE_ERRORS
+
 # What Postgres can store, checked at the edge: a value it refuses would otherwise fail the
 # write and be reported as an outage (503). Text cannot hold NUL; integer columns are 32-bit.
 StoredText = Annotated[str, Field(pattern=r"^[^\x00]*$")]
@@ -177,6 +179,6 @@ class CatalogCache:
                     self._by_tenant.clear()
             if tenant_id not in self._by_tenant:
                 self._by_tenant[tenant_id] = await fetch_catalog(pool, tenant_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except STORE_ERRORS:
             return self._by_tenant.get(tenant_id, Catalog())
         return self._by_tenant[tenant_id]

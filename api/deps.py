@@ -19,10 +19,9 @@ from api.limits import RateLimits, too_many
 from api.redis_read import RedisReader
 from api.summary import Recent
 from core.config import Settings
+from core.db import STORE_ERRORS as STORE_ERRORS  # re-exported: the routes catch it from here
 
 log = logging.getLogger(__name__)
-
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass

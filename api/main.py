@@ -17,6 +17,7 @@ from api.access import AccessLog
 from api.admin import router as admin_router
 from api.auth import KeyCache
 from api.catalog import CatalogCache
+from api.dashboard_routes import router as dashboard_router
 from api.deps import STORE_ERRORS, Stores, StoresDep
 from api.docs import add_docs
 from api.errors import install_error_handlers
@@ -38,7 +39,7 @@ POOL_SIZE = 10
 async def _connect_postgres(stores: Stores, settled: asyncio.Event) -> None:
     """Open the pool, retrying while Postgres is down or its schema is not current: the API
     starts (and /health answers) anyway. The API never migrates: it may run as a role that
-    cannot (README "Security"); ``interaction-summary migrate`` does. ``settled`` is set once
+    cannot (docs/operations.md "Security"); ``interaction-summary migrate`` does. ``settled`` is set once
     connected, or once Postgres answered that the schema is not usable (waiting for
     ``migrate`` must not hold up start-up)."""
     settings = stores.settings
@@ -133,12 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AddressRateLimit, limits=limits)
     app.add_middleware(RequestMetrics)
     app.add_middleware(AccessLog)
-    try:
-        from api.dashboard_routes import router as dashboard_router
-    except ImportError:  # the dashboard is optional for the API itself
-        pass
-    else:
-        app.include_router(dashboard_router)
+    app.include_router(dashboard_router)
     return app
 
 

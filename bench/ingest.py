@@ -4,7 +4,7 @@
     python -m bench.ingest --also-two-workers --baseline-src /work/wt-baseline
     python -m bench.ingest --smoke              # a few thousand events per workload, for CI
 
-For each workload (``--workload realtime|backfill|both``, ``bench.synthetic.WORKLOADS``:
+For each workload (``--workload realtime|backfill|both``, ``cli.synthetic.WORKLOADS``:
 timestamps over the last 5 minutes, or over the last 90 days), preloads ``--events``
 synthetic interactions into a fresh topic, then drains it with one consumer group each,
 every consumer in its own process:
@@ -30,7 +30,7 @@ its own process and the broker's. Decay compares the rate over the first and the
 or not, in a table and in ``bench/results/ingest-<workload>[-<tag>].json``.
 
 Servers come from KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL and REDIS_URL; those not set are
-started embedded (``cli.embedded``). A server given from the environment is found in /proc by
+started embedded (``embedded.servers``). A server given from the environment is found in /proc by
 the port it listens on (Postgres: else every ``postgres`` process); one in a container cannot
 be seen, and its CPU is then missing from the figures (they say so).
 """
@@ -55,11 +55,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
@@ -75,9 +74,11 @@ from bench.report import (
     peak_rss_mb,
     stack_cpu_seconds,
 )
-from bench.synthetic import WORKLOADS, encode, workload_events
-from cli.embedded import EmbeddedServers, free_port
+from cli.synthetic import WORKLOADS, encode, workload_events
 from core.config import Settings
+from embedded.isolation import database_dsn, delete_keys, drop_databases
+from embedded.processes import clean_env, free_port
+from embedded.servers import EmbeddedServers
 
 TARGET_RATIO = 0.8  # worker / Faust no-op, same run
 TARGET_CPU_US = 200.0  # whole stack, per counted event
@@ -134,8 +135,7 @@ class Run:
         return f"{consumer}-{self.id}"
 
     def database_url(self, database: str) -> str:
-        parts = urlsplit(self.stack.database_url)
-        return urlunsplit(parts._replace(path=f"/{database}"))
+        return database_dsn(self.stack.database_url, database)
 
     def env(self, topic: str, consumer: str, metrics_port: int = 0) -> dict[str, str]:
         """A consumer's environment: the worker's own settings, with this run's names."""
@@ -145,9 +145,7 @@ class Run:
         for kept, value in ((self.groups, group), (self.prefixes, f"bench-{name}")):
             if value not in kept:
                 kept.append(value)
-        return {
-            **{k: v for k, v in os.environ.items() if not k.startswith("INTERACTION_SUMMARY_")},
-            "PYTHONUNBUFFERED": "1",
+        return clean_env(**{
             "KAFKA_BOOTSTRAP_SERVERS": self.stack.kafka,
             "DATABASE_URL": self.database_url(database),
             "REDIS_URL": self.stack.redis_url,
@@ -159,7 +157,7 @@ class Run:
             "INTERACTION_SUMMARY_WORKER_METRICS_PORT": str(metrics_port),
             "INTERACTION_SUMMARY_WORKER_DATA_DIR": str(self.workdir / consumer),
             **self.overrides,
-        }
+        })  # fmt: skip
 
 
 async def _create_database(run: Run, env: dict[str, str]) -> None:
@@ -173,24 +171,13 @@ async def _create_database(run: Run, env: dict[str, str]) -> None:
 
 
 async def _drop_databases(run: Run) -> None:
-    conn = await asyncpg.connect(run.stack.database_url)
-    try:
-        while run.databases:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{run.databases.pop()}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_databases(run.stack.database_url, run.databases)
+    run.databases.clear()
 
 
 async def _delete_keys(run: Run) -> None:
-    redis = Redis.from_url(run.stack.redis_url)
-    try:
-        while run.prefixes:
-            prefix = run.prefixes.pop()
-            batch = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
-            for start in range(0, len(batch), 5000):
-                await redis.unlink(*batch[start : start + 5000])
-    finally:
-        await redis.aclose()
+    while run.prefixes:
+        await delete_keys(run.stack.redis_url, run.prefixes.pop())
 
 
 async def _delete_topics(run: Run) -> None:
@@ -721,7 +708,9 @@ def build_report(
         "pids_found": {n: bool(p) for n, p in stack.pids.items()},
     }
     with contextlib.suppress(Exception):
-        report.servers.update(asyncio.run(_server_versions(stack)))
+        report.servers.update(
+            asyncio.run(services.server_versions(stack.database_url, stack.redis_url))
+        )
     report.details = {
         "preload": result.preload,
         "baseline_preload": result.baseline_preload,
@@ -793,26 +782,6 @@ def build_report(
                    note=", ".join(f"{m:.0f}" for m in w.peak_rss_mb) if w.processes > 1 else "")
         )  # fmt: skip
     return report
-
-
-async def _server_versions(stack: Stack) -> dict[str, str]:
-    conn = await asyncpg.connect(stack.database_url)
-    redis = Redis.from_url(stack.redis_url)
-    try:
-        postgres = await conn.fetchval("SHOW server_version")
-        pg_settings = {
-            name: await conn.fetchval(f"SHOW {name}")
-            for name in ("shared_buffers", "max_wal_size", "fsync", "synchronous_commit")
-        }
-        info = await redis.info("server")
-    finally:
-        await conn.close()
-        await redis.aclose()
-    return {
-        "postgres_version": str(postgres),
-        "postgres_settings": str(pg_settings),
-        "redis_version": str(info.get("redis_version")),
-    }
 
 
 def print_summary(result: WorkloadResult, console: Console, decay_window: int | None) -> None:

@@ -58,6 +58,9 @@ def up(
         float, typer.Option(help="events per second of the demo producer")
     ] = 200.0,
     api_port: Annotated[int, typer.Option(help="preferred API port (a free one if taken)")] = 8000,
+    demo_history: Annotated[
+        int, typer.Option(help="events of the last 30 days the demo publishes before going live")
+    ] = 30_000,
 ) -> None:
     """Run the whole stack in the foreground: broker, Postgres, Redis, worker, API.
 
@@ -68,7 +71,7 @@ def up(
     from core.logs import configure_logging
 
     configure_logging("WARNING")  # interactive: the live table tells the rest; parts log to files
-    options = StackOptions(state_dir.resolve(), demo, demo_rate, api_port)
+    options = StackOptions(state_dir.resolve(), demo, demo_rate, api_port, demo_history)
     raise typer.Exit(run_up(options, console))
 
 
@@ -138,9 +141,9 @@ def worker(
     ] = None,
 ) -> None:
     """Run the stream worker: migrations first, then the topics if missing, then consume."""
-    from cli.topics import ensure_topics, service_topics
     from core.db import SchemaError
     from core.logs import configure_logging
+    from streams.topics import ensure_topics, service_topics
 
     settings = get_settings()
     configure_logging(loglevel or settings.log_level)

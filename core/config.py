@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_key_cache_seconds: float = Field(2.0, ge=0)
     catalog_refresh_seconds: float = Field(1.0, ge=0)
-    # Bounds on what one request may cost (README "Security").
+    # Bounds on what one request may cost (docs/operations.md "Security").
     api_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     api_rate_limit_per_key: str = "100/second;3000/minute"
     # A producer key is a machine posting events, not a dashboard: its own, larger budget.

@@ -2,7 +2,7 @@
 
 The API faces the internet, so it runs best as a role that can read the counters and history
 and write only API keys and the catalog: no DDL, no TRUNCATE, no writes to counters or
-history. The README's "Security" section shows these statements (a test checks they agree).
+history. docs/operations.md, "Security", shows these statements (a test checks they agree).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from streams.pipeline import (
     postgres_error_kind,
 )
 from streams.redis_sink import RedisSink
+from streams.topics import service_topics
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class LeanMonitor(Monitor):  # type: ignore[misc]
 
 
 def create_app(settings: Settings) -> faust.App:
-    # Consumer settings: see README "Throughput" for how each was measured.
+    # Consumer settings: see docs/performance.md for how each was measured.
     return faust.App(
         settings.consumer_group,
         broker=kafka_url(settings.kafka_bootstrap_servers),
@@ -83,13 +84,19 @@ def create_app(settings: Settings) -> faust.App:
 
 settings = get_settings()
 app = create_app(settings)
+_interactions_topic, _dead_letters_topic = service_topics(settings)
 interactions = app.topic(
-    settings.topic,
+    _interactions_topic.name,
     key_serializer="raw",
     value_serializer="raw",
-    partitions=settings.topic_partitions,
+    partitions=_interactions_topic.num_partitions,
 )
-dead_letters = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+dead_letters = app.topic(
+    _dead_letters_topic.name,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=_dead_letters_topic.num_partitions,
+)
 # Between the agent (reader) and the committer; the lag timer tells it about a backlog.
 _batches: GroupCommit[Any] = GroupCommit(settings.batch_max_events)
 
@@ -229,7 +236,7 @@ async def serve_metrics() -> None:
 
 class WorkerLogFormatter(JsonFormatter):
     """JSON lines (core.logs) with Faust's own rendering of log arguments, e.g. an assignment's
-    partitions as the table operators (and tests/integration/faults.py) read."""
+    partitions as the table operators (and tests/integration/consumption.py) read."""
 
     _format_args = ExtensionFormatter._format_args
     format_arg = ExtensionFormatter.format_arg

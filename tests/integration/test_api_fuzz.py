@@ -35,7 +35,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from core.config import Settings
-from tests.integration.faults import Keys, Publisher, assert_no_secret_in_logs, make_keys
+from tests.integration.credentials import Keys, assert_no_secret_in_logs, make_keys
+from tests.integration.publishing import Publisher
 from tests.integration.stores import wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets

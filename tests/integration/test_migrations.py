@@ -12,7 +12,8 @@ from core.db import migrate, migration_files
 from streams import outbox
 from tests.conftest import MakeSettings
 from tests.integration import schema1
-from tests.integration.faults import ApiClient, Recount, assert_api_matches_recount, make_keys
+from tests.integration.api_oracle import ApiClient, Recount, assert_api_matches_recount
+from tests.integration.credentials import make_keys
 from tests.integration.stores import postgres_buckets, wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets

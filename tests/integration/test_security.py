@@ -30,10 +30,10 @@ import orjson
 import pytest
 
 from api.auth import Role, create_key
-from cli.embedded import EmbeddedServers
 from core.config import Settings
 from core.db import migration_files
 from core.periods import ALLTIME_START
+from embedded.servers import EmbeddedServers
 from tests.integration.faults import TcpProxy, _pipe, dsn_through
 from tests.support import ApiProcess, run_cli, wait_until
 

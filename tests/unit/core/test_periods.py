@@ -1,4 +1,4 @@
-"""Period bucketing (CONTRACT.md section 2) and the range a summary covers (section 3)."""
+"""Period bucketing (docs/contract.md section 2) and the range a summary covers (section 3)."""
 
 from __future__ import annotations
 
