@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from core.config import Settings
 from core.distinct import bucket_of
+from core.keys import OUTCOME_FIELD_PREFIX
 from core.periods import Period, redis_expiry
 from tests.recount import BucketId
 from tests.support import wait_until
@@ -83,6 +84,8 @@ async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int
                 fields, ranking = await pipe.execute()
             in_bucket: dict[str, list[int]] = {}
             for field, value in fields.items():
+                if field.startswith(OUTCOME_FIELD_PREFIX.encode()):
+                    continue  # a custom type's count: see redis_outcomes
                 counter, _, group = field.decode().partition(":")
                 row = in_bucket.setdefault(group, [0] * len(COUNTERS))
                 row[COUNTERS.index(counter)] = int(value)
@@ -97,6 +100,62 @@ async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int
     finally:
         await redis.aclose()
     return {k: tuple(v) for k, v in found.items()}
+
+
+async def postgres_outcomes(dsn: str) -> dict[tuple[BucketId, str], int]:
+    """Every bucket's custom-type counts as Postgres answers them (shards summed, weekly and
+    monthly summed from days here), in the shape of tests.recount.expected_outcomes."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT tenant_id, dimension, period, bucket_start, group_id, type, count"
+            " FROM interaction_bucket_outcome"
+        )
+    finally:
+        await conn.close()
+    found: dict[tuple[BucketId, str], int] = {}
+    for tenant, dimension, period, day, group, type_, n in rows:
+        keys = [(period, day)]
+        if period == "daily":
+            keys += [
+                ("weekly", day - timedelta(days=day.weekday())),
+                ("monthly", day.replace(day=1)),
+            ]
+        for p, start in keys:
+            key = ((tenant, dimension, p, start, group), type_)
+            found[key] = found.get(key, 0) + n
+    return {k: v for k, v in found.items() if v}
+
+
+async def redis_outcomes(redis_url: str, prefix: str) -> dict[tuple[BucketId, str], int]:
+    """Every bucket's custom-type counts in Redis; each type is in its bucket's types set."""
+    pattern = re.compile(
+        rf"^{re.escape(prefix)}:cnt:\{{(.*)\}}:(\w+):(\w+):(\d{{4}}-\d{{2}}-\d{{2}})$"
+    )
+    found: dict[tuple[BucketId, str], int] = {}
+    redis = Redis.from_url(redis_url)
+    try:
+        async for raw in redis.scan_iter(match=f"{prefix}:cnt:*", count=1000):
+            key = raw.decode()
+            match = pattern.match(key)
+            assert match, f"unexpected key {key}"
+            tenant, dimension, period, start = match.groups()
+            types_key = key.replace(f"{prefix}:cnt:", f"{prefix}:types:", 1)
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(key)
+                pipe.smembers(types_key)
+                fields, types = await pipe.execute()
+            for field, value in fields.items():
+                name = field.decode()
+                if not name.startswith(OUTCOME_FIELD_PREFIX) or not int(value):
+                    continue
+                type_, _, group = name[len(OUTCOME_FIELD_PREFIX) :].partition(":")
+                assert type_.encode() in types, f"{type_} missing from {types_key}"
+                bucket = (tenant, dimension, period, date.fromisoformat(start), group)
+                found[(bucket, type_)] = int(value)
+    finally:
+        await redis.aclose()
+    return found
 
 
 def kept_in_redis(buckets: dict[BucketId, Any], now: datetime | None = None) -> dict[BucketId, Any]:
