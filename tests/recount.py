@@ -86,14 +86,15 @@ BucketId = tuple[str, str, str, date, str]  # tenant, dimension, period, start, 
 
 
 def expected_buckets(events: list[Event]) -> dict[BucketId, tuple[int, ...]]:
-    """Every bucket: (impression, click, dismiss, accept, convert, total, distinct)."""
-    counts: dict[BucketId, list[int]] = defaultdict(lambda: [0] * 6)
+    """Every bucket: (*KNOWN, total, distinct), as core.schema.COUNTERS."""
+    total = len(KNOWN)
+    counts: dict[BucketId, list[int]] = defaultdict(lambda: [0] * (total + 1))
     items: dict[BucketId, set[str]] = defaultdict(set)
     for e in events:
         for period, start in buckets_of(e.ts):
             for dimension, group in groups_of(e):
                 row = counts[(e.tenant, dimension, period, start, group)]
-                row[5] += 1
+                row[total] += 1
                 if e.type in KNOWN:
                     row[KNOWN.index(e.type)] += 1
             items[(e.tenant, "customer", period, start, e.customer)].add(e.action)

@@ -13,10 +13,11 @@ from core.config import Settings
 from core.distinct import bucket_of
 from core.keys import OUTCOME_FIELD_PREFIX
 from core.periods import Period, redis_expiry
+from core.schema import COUNTER_COLUMNS, COUNTERS
 from tests.recount import BucketId
 from tests.support import wait_until
 
-COUNTERS = ("impression", "click", "dismiss", "accept", "convert", "total", "distinct")
+_WIDTH = len(COUNTERS)
 
 
 async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
@@ -26,8 +27,8 @@ async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT tenant_id, dimension, period, bucket_start, group_id, impression, click,"
-            " dismiss, accept, convert, total, distinct_count FROM interaction_bucket"
+            "SELECT tenant_id, dimension, period, bucket_start, group_id,"
+            f" {', '.join(COUNTER_COLUMNS.values())} FROM interaction_bucket"
         )
         pairs = await conn.fetch("SELECT tenant_id, dimension, group_id, tags FROM distinct_seen")
     finally:
@@ -35,7 +36,7 @@ async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
     found: dict[BucketId, tuple[int, ...]] = {}
     for r in rows:  # a bucket is the sum of its shards
         key = (r[0], r[1], r[2], r[3], r[4])
-        before = found.get(key, (0,) * 7)
+        before = found.get(key, (0,) * _WIDTH)
         found[key] = tuple(a + b for a, b in zip(before, r[5:], strict=True))
     summed: dict[BucketId, list[int]] = {}
     for (tenant, dimension, period, day, group), counts in list(found.items()):
@@ -43,15 +44,15 @@ async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
             continue
         monday = day - timedelta(days=day.weekday())
         for bigger, start in (("weekly", monday), ("monthly", day.replace(day=1))):
-            row = summed.setdefault((tenant, dimension, bigger, start, group), [0] * 7)
-            for i in range(6):
+            row = summed.setdefault((tenant, dimension, bigger, start, group), [0] * _WIDTH)
+            for i in range(_WIDTH - 1):  # every counter but distinct, which is not a sum
                 row[i] += counts[i]
     for tenant, dimension, group, tags in pairs:
         for value in tags:
             period, start = bucket_of(value)
             key = (tenant, dimension, str(period), start, group)
             if key in summed:
-                summed[key][6] += 1
+                summed[key][_WIDTH - 1] += 1
     found.update({k: tuple(v) for k, v in summed.items()})
     return found
 

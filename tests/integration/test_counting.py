@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import Settings
-from core.keys import COUNTERS
+from core.schema import COUNTERS
 from streams.events import Interaction
 from streams.postgres_sink import WrittenBatch, write_batch
 from tests.integration.stores import postgres_buckets
