@@ -228,9 +228,12 @@ async def change_type(
 
 
 async def delete_type(pool: asyncpg.Pool, tenant: str, key: str) -> OutcomeType | None:
-    """Soft delete: the counts stay and show as unclassified (neutral)."""
+    """Soft delete: the counts stay and show as unclassified (neutral). Deleting a deleted
+    type again changes nothing and answers it as it is; None when the tenant never had it."""
     _refuse_system(key)
     row = await pool.fetchrow(DELETE_TYPE, tenant, key)
+    if row is None:
+        row = await pool.fetchrow(SELECT_TYPE, tenant, key)
     return None if row is None else _from_row(row)
 
 
