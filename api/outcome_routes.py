@@ -22,6 +22,7 @@ from api.outcome_types import (
 from core.logs import audit
 
 _ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "the body is not JSON"},
     401: {"model": ErrorResponse, "description": "missing or invalid API key"},
     403: {"model": ErrorResponse, "description": "the key's role is too low"},
     404: {"model": ErrorResponse, "description": "the tenant has no such custom outcome type"},
