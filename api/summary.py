@@ -35,7 +35,7 @@ class GroupCounts:
 
     Built positionally in core.schema.ROW_COUNTERS order (the system types, then ``total``),
     then ``distinct`` (as in core.schema.COUNTERS); ``custom`` holds the counts of the types
-    without a counter of their own. Immutable.
+    without a counter of their own. Never changed once built (the body cache relies on it).
     """
 
     __slots__ = ("counts", "custom", "distinct", "group_id")

@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -876,6 +876,26 @@ def print_summary(result: WorkloadResult, console: Console, decay_window: int | 
 # --- main -----------------------------------------------------------------------------------
 
 
+def run_custom_types(
+    run: Run,
+    workload: str,
+    events: int,
+    args: argparse.Namespace,
+    result: WorkloadResult,
+    step: Callable[[str], None],
+) -> None:
+    """The worker on the same events with ``--custom-share`` of them of custom types."""
+    label = f"custom{round(100 * args.custom_share)}pct"
+    step(f"preloading {events:,} events, {args.custom_share:.0%} of custom types")
+    custom_topic, result.custom_preload = asyncio.run(
+        preload(run, workload, events, args.seed, args.custom_share)
+    )
+    step(f"{label}: {args.workers} worker process(es), exactly once")
+    result.workers[label] = run_worker(
+        run, workload, label, custom_topic, events, args.timeout, args.workers
+    )
+
+
 def measure_workload(
     run: Run, workload: str, events: int, args: argparse.Namespace, console: Console
 ) -> WorkloadResult:
@@ -901,19 +921,13 @@ def measure_workload(
         variants.append(("worker", args.workers))
     if args.also_two_workers:
         variants.append(("workers2", 2))
+    if args.custom_share and args.custom_first:  # the other order, against warm-up effects
+        run_custom_types(run, workload, events, args, result, step)
     for label, processes in variants:
         step(f"{label}: {processes} worker process(es), exactly once")
         result.workers[label] = run_worker(run, workload, label, topic, events, timeout, processes)
-    if args.custom_share:
-        label = f"custom{round(100 * args.custom_share)}pct"
-        step(f"preloading {events:,} events, {args.custom_share:.0%} of custom types")
-        custom_topic, result.custom_preload = asyncio.run(
-            preload(run, workload, events, args.seed, args.custom_share)
-        )
-        step(f"{label}: 1 worker process, exactly once")
-        result.workers[label] = run_worker(
-            run, workload, label, custom_topic, events, timeout, args.workers
-        )
+    if args.custom_share and not args.custom_first:
+        run_custom_types(run, workload, events, args, result, step)
     if args.baseline_src:
         baseline_events = args.baseline_events or events
         baseline_topic = topic
@@ -964,6 +978,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--custom-share", type=float, default=0.0,
         help="also run the worker on the same events with this share of custom outcome types",
+    )  # fmt: skip
+    parser.add_argument(
+        "--custom-first", action="store_true",
+        help="run the --custom-share worker before the plain one (the other order)",
     )  # fmt: skip
     parser.add_argument(
         "--baseline-events", type=int, help="events for the baseline worker (default --events)"
