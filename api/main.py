@@ -24,6 +24,8 @@ from api.errors import install_error_handlers
 from api.ingest import router as ingest_router
 from api.limits import AddressRateLimit, BodyLimit, RateLimits
 from api.metrics import RequestMetrics
+from api.outcome_routes import router as outcome_router
+from api.outcome_types import ClassesCache
 from api.publisher import EventPublisher
 from api.redis_read import RedisReader
 from api.routes import router
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CatalogCache(settings.catalog_refresh_seconds),
             limits,
             heavy_reads=asyncio.Semaphore(POOL_SIZE // 2),
+            classes=ClassesCache(settings.catalog_refresh_seconds),
         )
         app.state.stores = stores
         publisher = EventPublisher(
@@ -124,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(outcome_router)
     app.include_router(ingest_router)
     _add_operational_routes(app)
     if settings.api_docs:

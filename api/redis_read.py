@@ -10,29 +10,35 @@ from redis.asyncio import Redis
 from api.summary import GroupBy, GroupCounts, Page, Recent
 from core import keys
 from core.periods import Period
+from core.schema import COUNTERS
 
 # One script so the ranking and the counters come from the same instant: a batch applied
 # between two separate reads could otherwise pair an old order with newer counts.
 # The page comes back as one JSON string ([groups, members, values]): parsing a reply of
 # hundreds of bulk strings in Python cost more than everything else in a request (py-spy,
 # bench/api_load.py), one string is parsed by orjson in microseconds.
-# KEYS: ready, rank of the action dimension (has the period any data?), rank, counts.
-# ARGV: first index, last index, then the counter names of the hash (the total is the score).
-READ_PAGE_SCRIPT = """
+# KEYS: ready, rank of the action dimension (has the period any data?), rank, counts, the
+# bucket's custom types. ARGV: first index, last index, then the counter names of the hash
+# (the total is the score). Per member the reply holds the counters, then each custom type.
+READ_PAGE_SCRIPT = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 0 then
   return false
 end
 local ranked = redis.call('ZRANGE', KEYS[3], ARGV[1], ARGV[2], 'WITHSCORES')
-local members, scores, fields = {}, {}, {}
+local types = redis.call('SMEMBERS', KEYS[5])
+local members, scores, fields = {{}}, {{}}, {{}}
 for i = 1, #ranked, 2 do
   local m = ranked[i]
   members[#members + 1] = m
   scores[#scores + 1] = ranked[i + 1]
   for c = 3, #ARGV do fields[#fields + 1] = ARGV[c] .. ':' .. m end
+  for _, t in ipairs(types) do
+    fields[#fields + 1] = '{keys.OUTCOME_FIELD_PREFIX}' .. t .. ':' .. m
+  end
 end
-local values = {}
+local values = {{}}
 if #fields > 0 then values = redis.call('HMGET', KEYS[4], unpack(fields)) end
-return cjson.encode({redis.call('ZCARD', KEYS[3]), members, scores, values})
+return cjson.encode({{redis.call('ZCARD', KEYS[3]), members, scores, values, types}})
 """
 
 
@@ -63,6 +69,7 @@ class RedisReader:
             keys.rank_key(p, tenant, GroupBy.ACTION.value, per, start),
             keys.rank_key(p, tenant, dim, per, start),
             keys.counts_key(p, tenant, dim, per, start),
+            keys.types_key(p, tenant, dim, per, start),
         ]
         result = await self._read_page(
             keys=script_keys, args=[offset, offset + limit - 1, *keys.HASH_COUNTERS]
@@ -80,13 +87,17 @@ class RedisReader:
 
 def _parse(result: bytes) -> Page:
     """The script's JSON reply as a Page."""
-    total_groups, members, scores, values = orjson.loads(result)
+    total_groups, members, scores, values, types = orjson.loads(result)
     # cjson writes an empty Lua table as {}; a missing field comes back as false (int: 0).
     counts = list(map(int, values or ()))
-    width = len(keys.HASH_COUNTERS)
+    types = list(types or ())
+    counters = len(keys.HASH_COUNTERS)
+    width = counters + len(types)
     groups = []
     for i, member in enumerate(members or ()):
-        named = dict(zip(keys.HASH_COUNTERS, counts[i * width : (i + 1) * width], strict=True))
+        row = counts[i * width : (i + 1) * width]
+        named = dict(zip(keys.HASH_COUNTERS, row[:counters], strict=True))
         named["total"] = -int(float(scores[i]))
-        groups.append(GroupCounts(member, *(named[c] for c in keys.COUNTERS)))
+        custom = {t: n for t, n in zip(types, row[counters:], strict=True) if n}
+        groups.append(GroupCounts(member, *(named[c] for c in COUNTERS), custom=custom))
     return Page(int(total_groups), groups)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from api.catalog import Catalog
+from core.schema import ROW_COUNTERS, SYSTEM_CLASSES, SYSTEM_TYPES, Classification, sentiment
 
 
 class GroupBy(StrEnum):
@@ -29,18 +30,63 @@ class Source(StrEnum):
     HISTORY = "history"
 
 
-@dataclass(frozen=True, slots=True)
 class GroupCounts:
-    """One group's counters in the requested range; ``distinct`` as in core.keys.COUNTERS."""
+    """One group's counters in the requested range.
 
+    Built positionally in core.schema.ROW_COUNTERS order (the system types, then ``total``),
+    then ``distinct`` (as in core.schema.COUNTERS); ``custom`` holds the counts of the types
+    without a counter of their own. Never changed once built (the body cache relies on it).
+    """
+
+    __slots__ = ("counts", "custom", "distinct", "group_id")
     group_id: str
-    impression: int
-    click: int
-    dismiss: int
-    accept: int
-    convert: int
-    total: int
-    distinct: int = 0
+    counts: dict[str, int]
+    distinct: int
+    custom: Mapping[str, int]
+
+    def __init__(
+        self, group_id: str, *values: int, custom: Mapping[str, int] | None = None
+    ) -> None:
+        width = len(ROW_COUNTERS)
+        if len(values) not in (width, width + 1):
+            raise TypeError(f"GroupCounts takes {width} counters and distinct, got {len(values)}")
+        object.__setattr__(self, "group_id", group_id)
+        object.__setattr__(self, "counts", dict(zip(ROW_COUNTERS, values, strict=False)))
+        object.__setattr__(self, "distinct", values[width] if len(values) > width else 0)
+        object.__setattr__(self, "custom", custom or {})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("GroupCounts is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GroupCounts):
+            return NotImplemented
+        return (self.group_id, self.counts, self.distinct, self.custom) == (
+            other.group_id, other.counts, other.distinct, other.custom
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"GroupCounts({self.group_id!r}, {self.counts}, {self.distinct}, {self.custom})"
+
+    def of(self, name: str) -> int:
+        """The count of a counter or of any outcome type (0 when none was counted)."""
+        found = self.counts.get(name)
+        return found if found is not None else self.custom.get(name, 0)
+
+    def with_distinct(self, n: int) -> GroupCounts:
+        return GroupCounts(self.group_id, *self.counts.values(), n, custom=self.custom)
+
+    def with_custom(self, custom: Mapping[str, int]) -> GroupCounts:
+        return GroupCounts(self.group_id, *self.counts.values(), self.distinct, custom=custom)
+
+    def outcomes(self) -> dict[str, int]:
+        """Every outcome type counted in the range: system types in their order, then the
+        others by key; zero counts left out (every source leaves them out alike)."""
+        found = {t: n for t in SYSTEM_TYPES if (n := self.counts[t])}
+        found.update((t, n) for t, n in sorted(self.custom.items()) if n)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,31 +111,20 @@ def rate(numerator: int, impressions: int) -> float:
     return (cents if numerator >= 0 else -cents) / 100
 
 
-def sentiment(c: GroupCounts) -> tuple[int, int, int]:
-    """(positive, negative, neutral) by the contract: click + accept, dismiss, the rest of impressions."""
-    positive = c.click + c.accept
-    negative = c.dismiss
-    return positive, negative, max(c.impression - positive - negative, 0)
-
-
 def _counters(c: GroupCounts) -> dict[str, int]:
-    return {
-        "impression": c.impression,
-        "click": c.click,
-        "dismiss": c.dismiss,
-        "accept": c.accept,
-        "convert": c.convert,
-        "total": c.total,
-    }
+    return dict(c.counts)
 
 
 def _field(record: Any, name: str) -> Any:
     return None if record is None else record[name]
 
 
-def action_row(c: GroupCounts, catalog: Catalog) -> dict[str, Any]:
+def action_row(
+    c: GroupCounts, catalog: Catalog, classes: Mapping[str, Classification] = SYSTEM_CLASSES
+) -> dict[str, Any]:
     action = catalog.actions.get(c.group_id)
-    positive, negative, neutral = sentiment(c)
+    positive, negative, neutral = sentiment({**c.counts, **c.custom}, classes)
+    impression = c.of("impression")
     return {
         "id": c.group_id,
         "name": _field(action, "name"),
@@ -98,8 +133,8 @@ def action_row(c: GroupCounts, catalog: Catalog) -> dict[str, Any]:
         "status": _field(action, "status"),
         "priority": _field(action, "priority"),
         **_counters(c),
-        "ctr": rate(c.click, c.impression),
-        "cvr": rate(c.convert, c.impression),
+        "ctr": rate(c.of("click"), impression),
+        "cvr": rate(c.of("convert"), impression),
         "positive": positive,
         "negative": negative,
         "neutral": neutral,
@@ -121,8 +156,8 @@ def treatment_row(c: GroupCounts, catalog: Catalog) -> dict[str, Any]:
         "weight": _field(treatment, "weight"),
         "status": _field(treatment, "status"),
         **_counters(c),
-        "ctr": rate(c.click, c.impression),
-        "cvr": rate(c.convert, c.impression),
+        "ctr": rate(c.of("click"), c.of("impression")),
+        "cvr": rate(c.of("convert"), c.of("impression")),
     }
 
 
@@ -134,19 +169,15 @@ def channel_row(c: GroupCounts, catalog: Catalog) -> dict[str, Any]:
         "channelType": _field(channel, "channel_type"),
         "treatmentCount": c.distinct,
         **_counters(c),
-        "ctr": rate(c.click, c.impression),
+        "ctr": rate(c.of("click"), c.of("impression")),
     }
 
 
 def customer_row(c: GroupCounts, catalog: Catalog) -> dict[str, Any]:
     return {
         "customerId": c.group_id,
-        "total": c.total,
-        "impression": c.impression,
-        "click": c.click,
-        "dismiss": c.dismiss,
-        "accept": c.accept,
-        "convert": c.convert,
+        "total": c.of("total"),
+        **{t: c.counts[t] for t in SYSTEM_TYPES},
         "uniqueActions": c.distinct,
     }
 
@@ -159,9 +190,24 @@ ROW_BUILDERS = {
 }
 
 
-def rows(group_by: GroupBy, page: Page, catalog: Catalog) -> list[dict[str, Any]]:
-    build = ROW_BUILDERS[group_by]
-    return [build(c, catalog) for c in page.groups]
+def rows(
+    group_by: GroupBy,
+    page: Page,
+    catalog: Catalog,
+    classes: Mapping[str, Classification] | None = None,
+) -> list[dict[str, Any]]:
+    """The API rows of a page. With the tenant's registry (``classes``, as the API always
+    passes it) every row also carries ``outcomes`` and the action rows' sentiment follows
+    the registry; without, the rows have the seed documents' shape."""
+    if classes is None:
+        return [ROW_BUILDERS[group_by](c, catalog) for c in page.groups]
+    if group_by is GroupBy.ACTION:
+        built = [action_row(c, catalog, classes) for c in page.groups]
+    else:
+        built = [ROW_BUILDERS[group_by](c, catalog) for c in page.groups]
+    for row, c in zip(built, page.groups, strict=True):
+        row["outcomes"] = c.outcomes()
+    return built
 
 
 V = TypeVar("V")

@@ -17,7 +17,10 @@ every consumer in its own process:
    answer all-time totals that sum to the events, once from Redis and once from Postgres
    (a second API whose Redis is unreachable);
 4. with ``--also-two-workers``: the same with two worker processes in one group;
-5. with ``--baseline-src PATH``: the worker of another checkout (today's code, say), run with
+5. with ``--custom-share S`` (issue 11): the real worker again, on a topic of the same events
+   where a share S of them (e.g. 0.03) has a custom outcome type (``CUSTOM_TYPES``), counted
+   per type besides the counters: the cost of custom types, in the same run;
+6. with ``--baseline-src PATH``: the worker of another checkout (today's code, say), run with
    ``cwd=PATH`` and ``PYTHONPATH=PATH`` so that its own migrations make its own schema, over
    ``--baseline-events`` (a topic of its own when that differs from ``--events``).
 
@@ -43,6 +46,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -50,7 +54,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +89,7 @@ TARGET_CPU_US = 200.0  # whole stack, per counted event
 TARGET_DECAY = 0.85  # rate over the last window / the first
 TARGET_RSS_MB = 250.0
 TARGET_TWO_WORKERS = 1.0  # two workers / one, same run
+TARGET_CUSTOM_TYPES = 0.95  # issue 11: 3% custom-type events / none, same run
 DECAY_WINDOW = 200_000
 SMOKE_EVENTS = 5_000
 SMOKE_BATCH = 500
@@ -198,18 +203,31 @@ def clean_up(run: Run) -> None:
 # --- preload --------------------------------------------------------------------------------
 
 
-async def preload(run: Run, workload: str, events: int, seed: int) -> tuple[str, dict[str, Any]]:
-    """A fresh topic holding ``events`` interactions of ``workload``, stamped before now."""
-    topic = f"bench-ingest-{run.id}-{workload}-{events}"
+# Custom outcome types of --custom-share (a tenant's own types, as in issue 11).
+CUSTOM_TYPES = ("applied", "quote_requested", "deferred", "callback_booked")
+
+
+async def preload(
+    run: Run, workload: str, events: int, seed: int, custom_share: float = 0.0
+) -> tuple[str, dict[str, Any]]:
+    """A fresh topic holding ``events`` interactions of ``workload``, stamped before now; a
+    ``custom_share`` of them get a type from CUSTOM_TYPES instead of their own."""
+    suffix = f"-custom{custom_share:g}" if custom_share else ""
+    topic = f"bench-ingest-{run.id}-{workload}-{events}{suffix}"
     await kafka.create_topic(run.stack.kafka, topic, run.partitions)
     run.topics.append(topic)
     generator = workload_events(workload, seed, datetime.now(UTC))
+    custom = random.Random(f"custom:{seed}")
 
     def messages() -> Iterator[tuple[bytes, bytes]]:
         left = events
         while left:
             chunk = generator.batch(min(left, 4096))
             left -= len(chunk)
+            if custom_share:
+                for event in chunk:
+                    if custom.random() < custom_share:
+                        event["type"] = custom.choice(CUSTOM_TYPES)
             yield from (encode(event) for event in chunk)
 
     started = time.perf_counter()
@@ -617,6 +635,7 @@ class WorkloadResult:
     ceilings: dict[str, Measured] = field(default_factory=dict)
     workers: dict[str, WorkerRun] = field(default_factory=dict)
     baseline_preload: dict[str, Any] | None = None
+    custom_preload: dict[str, Any] | None = None
     load_average_before: tuple[float, ...] = ()
     load_average_after: tuple[float, ...] = ()
 
@@ -714,6 +733,7 @@ def build_report(
     report.details = {
         "preload": result.preload,
         "baseline_preload": result.baseline_preload,
+        "custom_preload": result.custom_preload,
         "load_average_before": result.load_average_before,
         "load_average_after": result.load_average_after,
         "ceilings": {n: _ceiling_row(m) for n, m in result.ceilings.items()},
@@ -737,7 +757,10 @@ def build_report(
             Figure("Faust no-op: CPU per event, its process + broker", noop_cpu or 0.0,
                    "µs/event", note=_shares(_ceiling_cpu_us(noop)))
         )  # fmt: skip
-    for key, label in (("worker", "worker"), ("workers2", "two workers"),
+    custom = [
+        (k, f"worker, {k[6:-3]}% custom types") for k in result.workers if k.startswith("custom")
+    ]
+    for key, label in (("worker", "worker"), ("workers2", "two workers"), *custom,
                        ("baseline", "baseline worker")):  # fmt: skip
         w = result.workers.get(key)
         if w is None or w.seconds < 0.05:
@@ -749,6 +772,9 @@ def build_report(
         if key == "workers2" and worker and worker.seconds >= 0.05:
             ceiling, ceiling_name = worker.rate, "one worker, same run"
             targets: tuple[Target, ...] = (Target(">=", TARGET_TWO_WORKERS, of="ratio"),)
+        elif key.startswith("custom") and worker and worker.seconds >= 0.05:
+            ceiling, ceiling_name = worker.rate, "worker without custom types, same run"
+            targets = (Target(">=", TARGET_CUSTOM_TYPES, of="ratio"),)
         else:
             ceiling, ceiling_name = noop_rate, "Faust no-op, same run"
             targets = (Target(">=", TARGET_RATIO, of="ratio"),) if key != "baseline" else ()
@@ -819,6 +845,26 @@ def print_summary(result: WorkloadResult, console: Console, decay_window: int | 
 # --- main -----------------------------------------------------------------------------------
 
 
+def run_custom_types(
+    run: Run,
+    workload: str,
+    events: int,
+    args: argparse.Namespace,
+    result: WorkloadResult,
+    step: Callable[[str], None],
+) -> None:
+    """The worker on the same events with ``--custom-share`` of them of custom types."""
+    label = f"custom{round(100 * args.custom_share)}pct"
+    step(f"preloading {events:,} events, {args.custom_share:.0%} of custom types")
+    custom_topic, result.custom_preload = asyncio.run(
+        preload(run, workload, events, args.seed, args.custom_share)
+    )
+    step(f"{label}: {args.workers} worker process(es), exactly once")
+    result.workers[label] = run_worker(
+        run, workload, label, custom_topic, events, args.timeout, args.workers
+    )
+
+
 def measure_workload(
     run: Run, workload: str, events: int, args: argparse.Namespace, console: Console
 ) -> WorkloadResult:
@@ -844,9 +890,13 @@ def measure_workload(
         variants.append(("worker", args.workers))
     if args.also_two_workers:
         variants.append(("workers2", 2))
+    if args.custom_share and args.custom_first:  # the other order, against warm-up effects
+        run_custom_types(run, workload, events, args, result, step)
     for label, processes in variants:
         step(f"{label}: {processes} worker process(es), exactly once")
         result.workers[label] = run_worker(run, workload, label, topic, events, timeout, processes)
+    if args.custom_share and not args.custom_first:
+        run_custom_types(run, workload, events, args, result, step)
     if args.baseline_src:
         baseline_events = args.baseline_events or events
         baseline_topic = topic
@@ -893,6 +943,14 @@ def main(argv: list[str] | None = None) -> None:
         "--baseline-src", type=Path,
         help="also run the worker of this checkout (e.g. `git worktree add /work/wt-baseline"
         " 85c8524`), with its own schema, in its own database",
+    )  # fmt: skip
+    parser.add_argument(
+        "--custom-share", type=float, default=0.0,
+        help="also run the worker on the same events with this share of custom outcome types",
+    )  # fmt: skip
+    parser.add_argument(
+        "--custom-first", action="store_true",
+        help="run the --custom-share worker before the plain one (the other order)",
     )  # fmt: skip
     parser.add_argument(
         "--baseline-events", type=int, help="events for the baseline worker (default --events)"

@@ -39,8 +39,12 @@ keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
 catalog_app = typer.Typer(
     help="Manage the catalog (actions, treatments, channels).", no_args_is_help=True
 )
+outcome_types_app = typer.Typer(
+    help="Manage the tenant's custom outcome types.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(outcome_types_app, name="outcome-types")
 
 console = Console()
 errors = Console(stderr=True)
@@ -374,6 +378,34 @@ def catalog_load(
         f"loaded {len(document.actions)} actions, {len(document.treatments)} treatments,"
         f" {len(document.channels)} channels for tenant {tenant!r}"
     )
+
+
+@outcome_types_app.command("load")
+def outcome_types_load(
+    file: Annotated[Path, typer.Argument(help='JSON: {"outcomeTypes": [{key, name, ...}]}')],
+    tenant: Annotated[str, typer.Option(help="the tenant the types belong to")] = "default",
+) -> None:
+    """Create or replace custom outcome types (answers apply them within a second)."""
+    from pydantic import ValidationError
+
+    from api.outcome_types import OutcomeTypesDocument, SystemTypeError, TooManyTypes, load_types
+
+    try:
+        document = OutcomeTypesDocument.model_validate_json(file.read_bytes())
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {file}: {exc.strerror}") from None
+    except ValidationError as exc:
+        errors.print(f"{file} is not a valid outcome-types file:\n{exc}")
+        raise typer.Exit(1) from None
+    from core.logs import audit
+
+    try:
+        loaded = _with_pool(lambda pool: load_types(pool, document, tenant))
+    except (SystemTypeError, TooManyTypes) as exc:
+        errors.print(f"{file}: {exc}")
+        raise typer.Exit(1) from None
+    audit("outcome_types.load", _cli_actor(), tenant=tenant, types=loaded)
+    console.print(f"loaded {loaded} outcome types for tenant {tenant!r}")
 
 
 @app.command()

@@ -12,11 +12,15 @@ import re
 import asyncpg
 
 # Tables the API reads and never writes.
-API_READS = ("schema_migrations", "interaction_bucket", "distinct_seen", "interaction_history")
-# Tables the API writes: keys (POST/DELETE /api/v1/keys) and the catalog (PUT /api/v1/catalog).
-API_WRITES = ("api_key", "catalog_action", "catalog_treatment", "catalog_channel")
+API_READS = (
+    "schema_migrations", "interaction_bucket", "distinct_seen", "interaction_history",
+    "interaction_bucket_outcome",
+)  # fmt: skip
+# Tables the API writes: keys (POST/DELETE /api/v1/keys), the catalog (PUT /api/v1/catalog)
+# and the outcome types (/api/v1/outcome-types).
+API_WRITES = ("api_key", "catalog_action", "catalog_treatment", "catalog_channel", "outcome_type")
 # Version sequences: read to notice changes, bumped on writes (nextval needs USAGE).
-API_SEQUENCES = ("catalog_version", "api_key_version")
+API_SEQUENCES = ("catalog_version", "api_key_version", "outcome_type_version")
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

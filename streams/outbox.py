@@ -9,7 +9,7 @@ batch's marker in Redis (core/keys.applied_key) fences any replay.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import asyncpg
@@ -20,7 +20,8 @@ from core.periods import Period
 
 @dataclass(frozen=True, slots=True)
 class HotBucket:
-    """A bucket's deltas for Redis: ``counts[i]`` (COUNTERS order) of ``groups[i]``."""
+    """A bucket's deltas for Redis: ``counts[i]`` (COUNTERS order) of ``groups[i]``, and
+    ``outcome_counts[j]`` events of custom type ``outcome_types[j]`` of ``outcome_groups[j]``."""
 
     tenant_id: str
     dimension: str
@@ -28,6 +29,9 @@ class HotBucket:
     start: date
     groups: list[str]
     counts: list[list[int]]
+    outcome_groups: list[str] = field(default_factory=list)
+    outcome_types: list[str] = field(default_factory=list)
+    outcome_counts: list[int] = field(default_factory=list)
 
 
 def hot_bucket(row: asyncpg.Record) -> HotBucket:
@@ -38,11 +42,15 @@ def hot_bucket(row: asyncpg.Record) -> HotBucket:
         row["bucket_start"],
         row["groups"],
         row["counts"],
+        row["outcome_groups"] or [],
+        row["outcome_types"] or [],
+        row["outcome_counts"] or [],
     )
 
 
 _SELECT_BATCHES = """
-SELECT batch_id, tenant_id, dimension, period, bucket_start, groups, counts
+SELECT batch_id, tenant_id, dimension, period, bucket_start, groups, counts,
+       outcome_groups, outcome_types, outcome_counts
 FROM redis_outbox
 WHERE batch_id IN (SELECT DISTINCT batch_id FROM redis_outbox ORDER BY batch_id LIMIT $1)
 ORDER BY batch_id

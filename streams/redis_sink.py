@@ -31,17 +31,20 @@ from core.periods import (
     oldest_kept_starts,
     redis_expiry,
 )
+from core.schema import COUNTERS
 from streams import outbox
 from streams.outbox import HotBucket
 
 log = logging.getLogger(__name__)
 
-_TOTAL = keys.COUNTERS.index("total") + 1  # Lua tables count from 1
+_TOTAL = COUNTERS.index("total") + 1  # Lua tables count from 1
 # (Lua position in a counts row, field name) of each counter kept in the bucket's hash.
-_HASH_FIELDS = orjson.dumps([[keys.COUNTERS.index(c) + 1, c] for c in keys.HASH_COUNTERS])
+_HASH_FIELDS = orjson.dumps([[COUNTERS.index(c) + 1, c] for c in keys.HASH_COUNTERS])
 
 # KEYS: ready, the batch's marker. ARGV: marker ttl, the hash fields as JSON, the batch as
-# JSON: [[counts key, rank key, expire-at (0: never), [group, ...], [[count, ...], ...]], ...].
+# JSON: [[counts key, rank key, expire-at (0: never), [group, ...], [[count, ...], ...]], ...];
+# a bucket with custom-type deltas has four more entries: its types key, then the deltas as
+# [group, ...], [type, ...], [count, ...].
 # One JSON argument: parsing it in Redis costs less than encoding thousands of arguments.
 APPLY_SCRIPT = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -57,6 +60,15 @@ for _, bucket in ipairs(cjson.decode(ARGV[3])) do
     end
     if row[{_TOTAL}] ~= 0 then redis.call('ZINCRBY', z, -row[{_TOTAL}], member) end
   end
+  local tk = bucket[6]
+  if tk then
+    local og, ot, oc = bucket[7], bucket[8], bucket[9]
+    for j, g in ipairs(og) do
+      redis.call('HINCRBY', h, '{keys.OUTCOME_FIELD_PREFIX}' .. ot[j] .. ':' .. g, oc[j])
+      redis.call('SADD', tk, ot[j])
+    end
+    if exp > 0 then redis.call('EXPIREAT', tk, exp) end
+  end
   if exp > 0 then
     redis.call('EXPIREAT', h, exp)
     redis.call('EXPIREAT', z, exp)
@@ -70,7 +82,7 @@ ALREADY_APPLIED = 0
 NOT_READY = -1
 
 _RESYNC_LOCK_ID = 0x1A7E_5A12
-_COUNT_COLUMNS = ", ".join(c if c != "distinct" else "distinct_count" for c in keys.COUNTERS)
+_COUNT_COLUMNS = ", ".join(c if c != "distinct" else "distinct_count" for c in COUNTERS)
 # The buckets Postgres stores that Redis keeps, their shards summed ($1: the oldest daily
 # start Redis keeps).
 _SELECT_STORED_HOT = f"""
@@ -84,11 +96,27 @@ GROUP BY 1, 2, 3, 4, 5
 # come from _SELECT_DISTINCT_OF. $1..$3: the buckets' periods, starts and last days.
 _SELECT_SUMMED_HOT = f"""
 SELECT b.tenant_id, b.dimension, p.period, p.start AS bucket_start, b.group_id,
-       {", ".join(f"sum(b.{c})::int8 AS {c}" for c in keys.COUNTERS[:-1])}, 0::int8 AS distinct_count
+       {", ".join(f"sum(b.{c})::int8 AS {c}" for c in COUNTERS[:-1])}, 0::int8 AS distinct_count
 FROM unnest($1::text[], $2::date[], $3::date[]) AS p(period, start, last)
 JOIN interaction_bucket AS b
   ON b.period = 'daily' AND b.bucket_start BETWEEN p.start AND p.last
 GROUP BY 1, 2, 3, 4, 5
+"""
+# Custom-type counts of the same buckets: stored ones ($1: the oldest daily start Redis
+# keeps), then weekly and monthly ones summed from days ($1..$3 as above).
+_SELECT_STORED_OUTCOMES = """
+SELECT tenant_id, dimension, period, bucket_start, group_id, type, sum(count)::int8 AS n
+FROM interaction_bucket_outcome
+WHERE period = 'alltime' OR (period = 'daily' AND bucket_start >= $1)
+GROUP BY 1, 2, 3, 4, 5, 6
+"""
+_SELECT_SUMMED_OUTCOMES = """
+SELECT b.tenant_id, b.dimension, p.period, p.start AS bucket_start, b.group_id, b.type,
+       sum(b.count)::int8 AS n
+FROM unnest($1::text[], $2::date[], $3::date[]) AS p(period, start, last)
+JOIN interaction_bucket_outcome AS b
+  ON b.period = 'daily' AND b.bucket_start BETWEEN p.start AND p.last
+GROUP BY 1, 2, 3, 4, 5, 6
 """
 _SELECT_DISTINCT_OF = """
 SELECT tenant_id, dimension, group_id, t AS tag, count(*) AS n
@@ -103,8 +131,13 @@ def apply_payload(buckets: Sequence[HotBucket], prefix: str, now: datetime) -> b
     payload = []
     for b in buckets:
         names = _bucket_names(prefix, b.tenant_id, b.dimension, b.period, b.start, now)
-        if names is not None:
-            payload.append([*names, b.groups, b.counts])
+        if names is None:
+            continue
+        entry: list[object] = [*names, b.groups, b.counts]
+        if b.outcome_groups:
+            types = keys.types_key(prefix, b.tenant_id, b.dimension, b.period, b.start)
+            entry += [types, b.outcome_groups, b.outcome_types, b.outcome_counts]
+        payload.append(entry)
     return orjson.dumps(payload)
 
 
@@ -189,6 +222,10 @@ class RedisSink:
             async for rows in _chunks(conn, _SELECT_SUMMED_HOT, *args):
                 await self._write_snapshot_rows(rows, distinct, started)
                 copied += len(rows)
+            async for rows in _chunks(conn, _SELECT_STORED_OUTCOMES, oldest_day):
+                await self._write_snapshot_outcomes(rows, started)
+            async for rows in _chunks(conn, _SELECT_SUMMED_OUTCOMES, *args):
+                await self._write_snapshot_outcomes(rows, started)
         async with self._redis.pipeline(transaction=False) as pipe:
             for batch_id in pending:
                 pipe.set(
@@ -238,7 +275,7 @@ class RedisSink:
                 values[-1] += distinct.get(bucket, 0)
                 mapping: dict[FieldT, EncodableT] = {
                     keys.counter_field(name, group_id): value
-                    for name, value in zip(keys.COUNTERS, values, strict=True)
+                    for name, value in zip(COUNTERS, values, strict=True)
                     if value and name in keys.HASH_COUNTERS
                 }
                 if mapping:
@@ -247,6 +284,25 @@ class RedisSink:
                 if expire_at:
                     pipe.expireat(ckey, expire_at)
                     pipe.expireat(rkey, expire_at)
+            await pipe.execute()
+
+    async def _write_snapshot_outcomes(self, rows: list[asyncpg.Record], now: datetime) -> None:
+        """Custom-type counts into their buckets' hashes and types sets (rank keys exist:
+        every such count is part of its group's total, copied before)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                period = Period(row["period"])
+                start = row["bucket_start"]
+                tenant, dimension = row["tenant_id"], row["dimension"]
+                names = _bucket_names(self._prefix, tenant, dimension, period, start, now)
+                if names is None or not row["n"]:
+                    continue
+                ckey, _, expire_at = names
+                tkey = keys.types_key(self._prefix, tenant, dimension, period, start)
+                pipe.hset(ckey, keys.outcome_field(row["type"], row["group_id"]), row["n"])
+                pipe.sadd(tkey, row["type"])
+                if expire_at:
+                    pipe.expireat(tkey, expire_at)
             await pipe.execute()
 
 

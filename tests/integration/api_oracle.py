@@ -45,7 +45,10 @@ def _row_id(row: dict[str, Any]) -> str:
 class Recount:
     """Expected API answers for a set of distinct events, by tenant (computed on demand)."""
 
-    def __init__(self, events: Sequence[Event]) -> None:
+    def __init__(
+        self, events: Sequence[Event], classes: dict[str, dict[str, str]] | None = None
+    ) -> None:
+        self.classes = classes or {}  # tenant -> custom type -> classification
         self.by_tenant: dict[str, list[Event]] = defaultdict(list)
         for e in events:
             self.by_tenant[e.tenant].append(e)
@@ -58,7 +61,14 @@ class Recount:
             if e.ts >= start and (end is None or e.ts < end)
         ]
         return expected_summary(
-            events, tenant, query["groupBy"], start, end, query["limit"], query.get("offset", 0)
+            events,
+            tenant,
+            query["groupBy"],
+            start,
+            end,
+            query["limit"],
+            query.get("offset", 0),
+            self.classes.get(tenant),
         )
 
 

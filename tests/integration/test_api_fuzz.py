@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import re
 from collections import Counter
@@ -57,6 +58,10 @@ REQUIRED_ROLE = {
     ("POST", "/api/v1/interactions"): "producer",
     ("POST", "/api/v1/respond"): "producer",
     ("POST", "/api/v1/respond/bulk"): "producer",
+    ("GET", "/api/v1/outcome-types"): "viewer",
+    ("POST", "/api/v1/outcome-types"): "editor",
+    ("PUT", "/api/v1/outcome-types/{type_key}"): "editor",
+    ("DELETE", "/api/v1/outcome-types/{type_key}"): "editor",
 }
 # The roles each requirement lets through: viewer < editor < admin is a chain; a producer key
 # may only ingest, which editors and admins may too.
@@ -289,8 +294,18 @@ async def bare(settings: Settings, start_api, as_api_role) -> Bare:
     return Bare(api.url, keys, settings, api)
 
 
+_NEW_TYPES = itertools.count()
+# The custom types the matrix changes and deletes (made before it runs).
+_MATRIX_TYPES = {"PUT": "m_put", "DELETE": "m_delete"}
+
+
 def _request_for(method: str, path: str) -> dict[str, Any]:
     """A well-formed request of the operation, so only the credentials decide."""
+    if path == "/api/v1/outcome-types" and method == "POST":
+        key = f"m_{next(_NEW_TYPES)}"  # each a new key: a second POST of one would be 409
+        return {"json": {"key": key, "name": "M", "classification": "positive"}}
+    if path == "/api/v1/outcome-types/{type_key}" and method == "PUT":
+        return {"json": {"classification": "negative"}}
     if path == "/api/v1/catalog":
         return {"json": {"channels": [{"id": "web", "name": "Website"}]}}
     if path == "/api/v1/keys":
@@ -331,9 +346,17 @@ async def test_every_protected_operation_refuses_missing_bad_revoked_and_weak_ke
                 403,
             ),
         }
+        for key_name in _MATRIX_TYPES.values():
+            made_type = await client.post(
+                "/api/v1/outcome-types",
+                json={"key": key_name, "name": "M", "classification": "neutral"},
+                headers={"Authorization": f"Bearer {keys['admin']}"},
+            )
+            assert made_type.status_code == 201, made_type.text
         tried = 0
         for method, path in sorted(protected):
             url = path.replace("{key_prefix}", "isk_nothing")
+            url = url.replace("{type_key}", _MATRIX_TYPES.get(method, "m_none"))
             allowed = ALLOWED[REQUIRED_ROLE[(method, path)]]
             cases = dict(refused)
             for role in ROLES:
