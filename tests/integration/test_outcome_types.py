@@ -16,14 +16,14 @@ from redis.asyncio import Redis
 from api.auth import Role, create_key
 from core.config import Settings
 from core.schema import SYSTEM_CLASSES, Classification
-from tests.integration.faults import (
+from tests.integration.api_oracle import (
     QUERIES,
     ApiClient,
-    Publisher,
     Recount,
     assert_api_matches_recount,
-    make_keys,
 )
+from tests.integration.credentials import make_keys
+from tests.integration.publishing import Publisher
 from tests.integration.stores import (
     kept_in_redis,
     postgres_outcomes,
