@@ -16,7 +16,8 @@ from api import queries
 from api.catalog import Catalog
 from api.deps import STORE_ERRORS, Stores
 from api.errors import ApiError
-from api.summary import GroupBy, Page, Source, Window, rows
+from api.rows import rows
+from api.summary import GroupBy, Page, Source, Window
 from core.periods import TimeRange, summary_range
 from core.schema import ROW_COUNTERS
 

@@ -17,8 +17,8 @@ from api.catalog import CatalogCache
 from api.errors import ApiError
 from api.limits import RateLimits, too_many
 from api.outcome_types import ClassesCache
+from api.recent import Recent
 from api.redis_read import RedisReader
-from api.summary import Recent
 from core.config import Settings
 from core.db import STORE_ERRORS as STORE_ERRORS  # re-exported: the routes catch it from here
 

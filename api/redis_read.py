@@ -7,7 +7,8 @@ from datetime import date
 import orjson
 from redis.asyncio import Redis
 
-from api.summary import GroupBy, GroupCounts, Page, Recent
+from api.recent import Recent
+from api.summary import GroupBy, GroupCounts, Page
 from core import keys
 from core.periods import Period
 from core.schema import COUNTERS

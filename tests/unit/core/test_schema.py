@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from api.catalog import Catalog
 from api.models import ActionRow, CustomerRow, DayCounts
-from api.summary import GroupBy, GroupCounts, Page, rows
+from api.rows import rows
+from api.summary import GroupBy, GroupCounts, Page
 from core import keys
 from core.periods import Period
 from core.schema import (
