@@ -18,7 +18,7 @@ from api.deps import STORE_ERRORS, Stores
 from api.errors import ApiError
 from api.rows import rows
 from api.summary import GroupBy, Page, Source, Window
-from core.periods import TimeRange, summary_range
+from core.ranges import TimeRange, summary_range
 from core.schema import ROW_COUNTERS
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from bench import history, services
 from bench.report import Figure, Report, Target, make_console, peak_rss_mb
 from cli.synthetic import make_catalog
 from core.db import Connection
-from core.periods import TimeRange, summary_range
+from core.ranges import TimeRange, summary_range
 
 GROUPINGS = (GroupBy.ACTION, GroupBy.CUSTOMER)
 WINDOWS = ("period", "rolling")

@@ -26,13 +26,8 @@ from datetime import datetime
 import asyncpg
 
 from core.distinct import period_of_tag_sql, start_of_tag_sql, tag_sql
-from core.periods import (
-    PERIOD_START_SQL,
-    STORED_PERIODS,
-    UTC_DAY_SQL,
-    Period,
-    oldest_kept_starts,
-)
+from core.hot import oldest_kept_starts
+from core.periods import PERIOD_START_SQL, STORED_PERIODS, UTC_DAY_SQL, Period
 from core.schema import COUNTERS, DIMENSION_COLUMNS, SYSTEM_TYPES
 from streams.counters import unique_by_id
 from streams.events import Interaction

@@ -23,14 +23,8 @@ from redis.typing import EncodableT, FieldT
 from core import keys
 from core.db import Connection
 from core.distinct import bucket_of, tag
-from core.periods import (
-    Period,
-    bucket_start,
-    days_of,
-    next_bucket_start,
-    oldest_kept_starts,
-    redis_expiry,
-)
+from core.hot import oldest_kept_starts, redis_expiry
+from core.periods import Period, bucket_start, days_of, next_bucket_start
 from core.schema import COUNTERS
 from streams import outbox
 from streams.outbox import HotBucket

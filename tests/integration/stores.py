@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 
 from core.config import Settings
 from core.distinct import bucket_of
+from core.hot import redis_expiry
 from core.keys import OUTCOME_FIELD_PREFIX
-from core.periods import Period, redis_expiry
+from core.periods import Period
 from core.schema import COUNTER_COLUMNS, COUNTERS
 from tests.recount import BucketId
 from tests.support import wait_until
@@ -160,7 +161,7 @@ async def redis_outcomes(redis_url: str, prefix: str) -> dict[tuple[BucketId, st
 
 
 def kept_in_redis(buckets: dict[BucketId, Any], now: datetime | None = None) -> dict[BucketId, Any]:
-    """The buckets Redis is meant to hold at ``now`` (the hot ones; see core.periods.REDIS_GRACE)."""
+    """The buckets Redis is meant to hold at ``now`` (the hot ones; see core.hot.REDIS_GRACE)."""
     now = now or datetime.now(UTC)
     kept = {}
     for key, value in buckets.items():
