@@ -7,9 +7,7 @@ in code, and a tenant without any row of its own still sees them (the "seeded" d
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -17,6 +15,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.catalog import StoredText
+from api.tenant_cache import TenantCache
 from core.schema import (
     STATUSES,
     SYSTEM_CLASSES,
@@ -256,41 +255,10 @@ async def fetch_classes(pool: asyncpg.Pool, tenant: str) -> Mapping[str, Classif
     return {**{r["key"]: Classification(r["classification"]) for r in rows}, **SYSTEM_CLASSES}
 
 
-@dataclass
-class _Cached:
-    classes: Mapping[str, Classification]
-
-
-class ClassesCache:
+class ClassesCache(TenantCache[Mapping[str, Classification]]):
     """Per-tenant classifications, re-read when the registry's version moved (checked at
-    most every ``refresh`` seconds) and at once after a change made through this process.
-
-    If Postgres is unreachable the last copy keeps serving (Redis still answers).
-    """
+    most every ``refresh`` seconds) and at once after a change made through this process
+    (``invalidate``); api.tenant_cache."""
 
     def __init__(self, refresh: float) -> None:
-        self._refresh = refresh
-        self._checked_at = 0.0
-        self._version: int | None = None
-        self._by_tenant: dict[str, _Cached] = {}
-
-    def invalidate(self, tenant: str) -> None:
-        self._by_tenant.pop(tenant, None)
-
-    async def get(self, pool: asyncpg.Pool | None, tenant: str) -> Mapping[str, Classification]:
-        if pool is None:
-            return self._by_tenant[tenant].classes if tenant in self._by_tenant else SYSTEM_CLASSES
-        now = time.monotonic()
-        try:
-            if now - self._checked_at >= self._refresh:
-                version = await pool.fetchval(CURRENT_VERSION)
-                self._checked_at = now
-                if version != self._version:
-                    self._version = version
-                    self._by_tenant.clear()
-            if tenant not in self._by_tenant:
-                self._by_tenant[tenant] = _Cached(await fetch_classes(pool, tenant))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            cached = self._by_tenant.get(tenant)
-            return cached.classes if cached else SYSTEM_CLASSES
-        return self._by_tenant[tenant].classes
+        super().__init__(refresh, CURRENT_VERSION, fetch_classes, SYSTEM_CLASSES)
