@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -66,19 +67,27 @@ async def history_count(dsn: str) -> int:
         await conn.close()
 
 
-async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int, ...]]:
-    """Every bucket in Redis; also checks each rank score equals minus the bucket's total."""
+async def _count_hashes(
+    redis: Redis, prefix: str
+) -> AsyncIterator[tuple[str, tuple[str, str, str, str]]]:
+    """Every bucket's counts hash: its key and (tenant, dimension, period, start)."""
     pattern = re.compile(
         rf"^{re.escape(prefix)}:cnt:\{{(.*)\}}:(\w+):(\w+):(\d{{4}}-\d{{2}}-\d{{2}})$"
     )
+    async for raw in redis.scan_iter(match=f"{prefix}:cnt:*", count=1000):
+        key = raw.decode()
+        match = pattern.match(key)
+        assert match, f"unexpected key {key}"
+        tenant, dimension, period, start = match.groups()
+        yield key, (tenant, dimension, period, start)
+
+
+async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int, ...]]:
+    """Every bucket in Redis; also checks each rank score equals minus the bucket's total."""
     found: dict[BucketId, list[int]] = {}
     redis = Redis.from_url(redis_url)
     try:
-        async for raw in redis.scan_iter(match=f"{prefix}:cnt:*", count=1000):
-            key = raw.decode()
-            match = pattern.match(key)
-            assert match, f"unexpected key {key}"
-            tenant, dimension, period, start = match.groups()
+        async for key, (tenant, dimension, period, start) in _count_hashes(redis, prefix):
             rank = key.replace(f"{prefix}:cnt:", f"{prefix}:rank:", 1)
             async with redis.pipeline(transaction=True) as pipe:  # one instant for both keys
                 pipe.hgetall(key)
@@ -131,17 +140,10 @@ async def postgres_outcomes(dsn: str) -> dict[tuple[BucketId, str], int]:
 
 async def redis_outcomes(redis_url: str, prefix: str) -> dict[tuple[BucketId, str], int]:
     """Every bucket's custom-type counts in Redis; each type is in its bucket's types set."""
-    pattern = re.compile(
-        rf"^{re.escape(prefix)}:cnt:\{{(.*)\}}:(\w+):(\w+):(\d{{4}}-\d{{2}}-\d{{2}})$"
-    )
     found: dict[tuple[BucketId, str], int] = {}
     redis = Redis.from_url(redis_url)
     try:
-        async for raw in redis.scan_iter(match=f"{prefix}:cnt:*", count=1000):
-            key = raw.decode()
-            match = pattern.match(key)
-            assert match, f"unexpected key {key}"
-            tenant, dimension, period, start = match.groups()
+        async for key, (tenant, dimension, period, start) in _count_hashes(redis, prefix):
             types_key = key.replace(f"{prefix}:cnt:", f"{prefix}:types:", 1)
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(key)
