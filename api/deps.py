@@ -19,6 +19,7 @@ from api.limits import RateLimits, too_many
 from api.redis_read import RedisReader
 from api.summary import Recent
 from core.config import Settings
+from core.mirror import MirrorCache
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class Stores:
     catalog: CatalogCache
     limits: RateLimits
     pool: asyncpg.Pool | None = None
+    # Which Redis state Postgres vouches for, re-read at most every api_redis_check_seconds.
+    mirror: MirrorCache = field(default_factory=lambda: MirrorCache(0.5))
     # Reads that may scan without an index bound (rolling windows, raw history) share half the
     # pool, so index-served reads always find a connection.
     heavy_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(5))

@@ -28,6 +28,7 @@ from api.redis_read import RedisReader
 from api.routes import router
 from core.config import Settings, get_settings
 from core.db import SchemaError, create_pool
+from core.mirror import MirrorCache
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CatalogCache(settings.catalog_refresh_seconds),
             limits,
             heavy_reads=asyncio.Semaphore(POOL_SIZE // 2),
+            mirror=MirrorCache(settings.api_redis_check_seconds),
         )
         app.state.stores = stores
         publisher = EventPublisher(

@@ -12,7 +12,13 @@ import re
 import asyncpg
 
 # Tables the API reads and never writes.
-API_READS = ("schema_migrations", "interaction_bucket", "distinct_seen", "interaction_history")
+API_READS = (
+    "schema_migrations",
+    "interaction_bucket",
+    "distinct_seen",
+    "interaction_history",
+    "redis_mirror",
+)
 # Tables the API writes: keys (POST/DELETE /api/v1/keys) and the catalog (PUT /api/v1/catalog).
 API_WRITES = ("api_key", "catalog_action", "catalog_treatment", "catalog_channel")
 # Version sequences: read to notice changes, bumped on writes (nextval needs USAGE).

@@ -91,7 +91,9 @@ interactions = app.topic(
 )
 dead_letters = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
 # Between the agent (reader) and the committer; the lag timer tells it about a backlog.
-_batches: GroupCommit[Any] = GroupCommit(settings.batch_max_events)
+_batches: GroupCommit[Any] = GroupCommit(
+    settings.batch_max_events, max_bytes=settings.batch_max_bytes, size=lambda e: _size(e)
+)
 
 
 class _Worker:
@@ -114,9 +116,12 @@ async def _open_processor() -> BatchProcessor:
     await dead_letters.maybe_declare()
     return BatchProcessor(
         pool,
-        RedisSink(redis, settings.redis_prefix),
+        RedisSink(redis, settings.redis_prefix, settings.redis_resync_chunk_rows),
         send_dead_letters,
         timedelta(seconds=settings.future_tolerance_seconds),
+        outbox_max_batches=settings.redis_outbox_max_batches,
+        reconcile_seconds=settings.redis_reconcile_seconds,
+        reconcile_groups=settings.redis_reconcile_groups,
     )
 
 
@@ -159,6 +164,12 @@ def _stop_if_failed(committer: asyncio.Future[None]) -> None:
         stop_worker(
             "batch not counted, none of it acknowledged (read again after a restart)", error
         )
+
+
+def _size(event: Any) -> int:
+    """Bytes a buffered event holds: its key and value."""
+    message = event.message
+    return len(message.key or b"") + len(message.value or b"")
 
 
 def _raw(event: Any) -> RawMessage:
