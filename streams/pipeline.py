@@ -370,21 +370,23 @@ class BatchProcessor:
         finally:
             if epoch is not None:
                 await outbox.forget(self._pool, done, epoch)
-        left = len(batches) - len(done)
-        if left:  # count them all, and keep the outbox bounded while Redis is away
-            left = await outbox.backlog(self._pool)
-            if left > self._outbox_max_batches:
-                dropped = await outbox.discard(self._pool)
-                metrics.OUTBOX_DISCARDED.inc(dropped)
-                log.warning(
-                    "redis outbox over its bound, dropped; redis is resynced when back"
-                    " batches=%d max=%d",
-                    dropped,
-                    self._outbox_max_batches,
-                )
-                left = 0
-        metrics.OUTBOX_PENDING.set(left)
         return len(done)
+
+    async def bound_outbox(self) -> None:
+        """Keep the outbox within its bound while Redis is away: past it, drop it all with a
+        new epoch (no Redis is trusted before a resync copies the counts from Postgres)."""
+        left = await outbox.backlog(self._pool)
+        if left > self._outbox_max_batches:
+            dropped = await outbox.discard(self._pool)
+            metrics.OUTBOX_DISCARDED.inc(dropped)
+            log.warning(
+                "redis outbox over its bound, dropped; redis is resynced when back"
+                " batches=%d max=%d",
+                dropped,
+                self._outbox_max_batches,
+            )
+            left = 0
+        metrics.OUTBOX_PENDING.set(left)
 
     async def keep_redis_exact(self) -> None:
         """Periodic: resync a Redis that is not provably current (core/mirror.py), then apply
@@ -403,6 +405,10 @@ class BatchProcessor:
             await self.drain_outbox()
         except Exception as exc:  # the next tick tries again
             log.warning("redis catch-up failed error=%r", exc)
+        try:  # also (above all) while Redis is unreachable
+            await self.bound_outbox()
+        except Exception as exc:
+            log.warning("redis outbox check failed error=%r", exc)
 
     def _reconcile_due(self) -> bool:
         if not self._reconcile_seconds or time.monotonic() < self._next_reconcile:

@@ -102,3 +102,30 @@ async def test_a_topic_deleted_and_created_again_under_a_running_worker_is_read_
     await _exact_everywhere(settings, after, api)
     assert REWOUND in worker.logs()
     assert worker.running and worker.starts == 1, "no restart was needed"
+
+
+async def test_events_published_right_after_a_broker_restart_are_all_counted(
+    kafka_server: Restartable, make_settings: MakeSettings, start_worker, start_api
+) -> None:
+    """The embedded broker forgets its log and the group's offsets; events are published at
+    once, before the worker has joined its group again (the README's former known limit)."""
+    settings = await make_settings(kafka_bootstrap_servers=kafka_server.url)
+    worker = start_worker(settings)
+    made = await make_keys(settings.database_url, TENANTS)
+    api = ApiClient((await start_api(settings)).url, {t: made[f"viewer:{t}"] for t in TENANTS})
+    first = wave(2400, seed=101, prefix="a")
+    before = distinct_events(first.valid)
+    async with Publisher(settings) as publisher:
+        await publisher.send(first.messages)
+    await _exact_everywhere(settings, before, api)
+    await wait_until(lambda: offsets_all_committed(settings), 30, 0.2, "offsets never committed")
+
+    kafka_server.stop()
+    kafka_server.start()  # in-memory storage: topics, offsets and groups are gone
+    await ensure_topics(settings.kafka_bootstrap_servers, service_topics(settings))
+    second = wave(600, seed=102, prefix="b", republish=first.valid[:200])
+    async with Publisher(settings) as publisher:
+        await publisher.send(second.messages)
+    after = distinct_events(first.valid + second.valid)
+    await _exact_everywhere(settings, after, api)
+    assert worker.running and worker.starts == 1, "no restart was needed"

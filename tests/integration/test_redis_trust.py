@@ -228,3 +228,39 @@ async def test_redis_flushed_or_restarted_between_two_chunks_of_a_resync_is_neve
     finally:
         await redis.aclose()
     assert worker.running and worker.starts == 1
+
+
+async def test_an_outbox_past_its_bound_is_dropped_and_redis_is_resynced_when_back(
+    redis_server: Restartable, make_settings: MakeSettings, start_worker, start_api
+) -> None:
+    """While Redis is away committed batches wait in the outbox; past the bound they are
+    dropped with a new epoch, and the Redis that comes back (with its old state) is resynced."""
+    settings = await make_settings(redis_url=redis_server.url, redis_outbox_max_batches=5)
+    worker = start_worker(settings)
+    api = await _api(settings, start_api)
+    first = wave(1000, seed=111, prefix="a")
+    async with Publisher(settings) as publisher:
+        await publisher.send(first.messages)
+        before = distinct_events(first.valid)
+        await wait_for_exact_stores(settings, expected_buckets(before), len(before))
+        await _counted_in_api(worker, api, before)
+
+        redis_server.stop()
+        second = wave(1500, seed=112, prefix="b", republish=first.valid[:50])
+        await publisher.send(second.messages, rate=300)  # many small batches
+    after = distinct_events(first.valid + second.valid)
+    await wait_until(
+        lambda: "redis outbox over its bound, dropped" in worker.logs(),
+        60,
+        0.2,
+        lambda: f"the outbox was never dropped:\n{worker.log_tail(30)}",
+    )
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        pending = await conn.fetchval("SELECT count(DISTINCT batch_id) FROM redis_outbox")
+    finally:
+        await conn.close()
+    assert pending <= 5 + 5, f"{pending} batches kept: the bound is 5 (and a tick's worth)"
+    redis_server.start()  # empty here; a Redis that kept its state holds an old epoch
+    await _exact_everywhere(settings, after, api)
+    assert worker.running and worker.starts == 1
