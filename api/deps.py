@@ -98,7 +98,7 @@ async def current_key(
     caller = CALLER.get()
     if caller is not None:  # for the access log
         caller.update(key_prefix=found.key_prefix, role=found.role.label, tenant=found.tenant_id)
-    wait = stores.limits.check_key(found.key_prefix)
+    wait = stores.limits.check_key(found.key_prefix, producer=found.role is Role.PRODUCER)
     if wait is not None:
         raise ApiError(*too_many(wait, "API key"))
     if x_tenant_id is not None and x_tenant_id != found.tenant_id:

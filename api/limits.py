@@ -8,7 +8,8 @@ those added later, with no code in the route:
   is parsed or authenticated first, so memory stays bounded whatever the client sends.
   A route that needs another limit gets an entry in ``per_path``.
 - ``AddressRateLimit``: requests per client address under ``/api/``, checked before the key.
-- ``RateLimits.check_key``: requests per API key, checked once the key is known (api.deps).
+- ``RateLimits.check_key``: requests per API key, checked once the key is known (api.deps);
+  a producer key has a budget of its own (it posts events, often many a second).
 
 The counting is the ``limits`` library's sliding-window counter, in this process's memory:
 with several API processes, each allows the configured rate.
@@ -44,9 +45,12 @@ def parse_limits(text: str, setting: str) -> list[RateLimitItem]:
 class RateLimits:
     """Request budgets per API key and per client address."""
 
-    def __init__(self, per_key: str, per_address: str) -> None:
+    def __init__(self, per_key: str, per_address: str, per_producer_key: str = "") -> None:
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self.per_key = parse_limits(per_key, "INTERACTION_SUMMARY_API_RATE_LIMIT_PER_KEY")
+        self.per_producer_key = parse_limits(
+            per_producer_key, "INTERACTION_SUMMARY_API_RATE_LIMIT_PER_PRODUCER_KEY"
+        )
         self.per_address = parse_limits(
             per_address, "INTERACTION_SUMMARY_API_RATE_LIMIT_PER_ADDRESS"
         )
@@ -59,8 +63,9 @@ class RateLimits:
                 return max(1, math.ceil(reset - time.time()))
         return None
 
-    def check_key(self, key_prefix: str) -> int | None:
-        return self._retry_after(self.per_key, "key", key_prefix)
+    def check_key(self, key_prefix: str, producer: bool = False) -> int | None:
+        budget = self.per_producer_key if producer else self.per_key
+        return self._retry_after(budget, "key", key_prefix)
 
     def check_address(self, address: str) -> int | None:
         return self._retry_after(self.per_address, "address", address)

@@ -71,7 +71,11 @@ async def _connect_postgres(stores: Stores, settled: asyncio.Event) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    limits = RateLimits(settings.api_rate_limit_per_key, settings.api_rate_limit_per_address)
+    limits = RateLimits(
+        settings.api_rate_limit_per_key,
+        settings.api_rate_limit_per_address,
+        settings.api_rate_limit_per_producer_key,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # Bounds on what one request may cost (README "Security").
     api_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     api_rate_limit_per_key: str = "100/second;3000/minute"
+    # A producer key is a machine posting events, not a dashboard: its own, larger budget.
+    api_rate_limit_per_producer_key: str = "2000/second;60000/minute"
     api_rate_limit_per_address: str = "200/second;6000/minute"
     api_forwarded_allow_ips: str = ""
     api_statement_timeout_seconds: float = Field(5.0, gt=0)
@@ -70,7 +72,9 @@ class Settings(BaseSettings):
     api_docs: bool = True
     log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
 
-    @field_validator("api_rate_limit_per_key", "api_rate_limit_per_address")
+    @field_validator(
+        "api_rate_limit_per_key", "api_rate_limit_per_producer_key", "api_rate_limit_per_address"
+    )
     @classmethod
     def _rate_limits_parse(cls, value: str) -> str:
         if value.strip():

@@ -204,6 +204,15 @@ async def count_interactions(stream: Any) -> None:
         committer.cancel()
 
 
+@app.on_before_shutdown.connect
+async def mirror_before_exit(app: faust.App, **kwargs: Any) -> None:
+    """The consumer has stopped: hand Redis what this worker committed before it exits."""
+    processor = _Worker.processor
+    if processor is not None:
+        left = await processor.finish_mirroring(seconds=10.0)
+        log.info("redis caught up before exit batches_left=%d", left)
+
+
 @app.timer(interval=1.0)
 async def keep_redis_exact() -> None:
     processor = await _Worker.get()

@@ -388,6 +388,21 @@ class BatchProcessor:
             left = 0
         metrics.OUTBOX_PENDING.set(left)
 
+    async def finish_mirroring(self, seconds: float) -> int:
+        """Before the worker exits: Redis gets every batch it committed (the mirror in flight,
+        then what the outbox holds), else the next worker would find Redis behind Postgres.
+        Bounded: what is left after ``seconds`` stays in the outbox. Returns what is left."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                if self._mirroring is not None:
+                    await asyncio.wait([self._mirroring])  # never raises, even if cancelled
+                while await self.drain_outbox():
+                    pass
+        except Exception as exc:  # TimeoutError or a store down: the outbox keeps the rest
+            log.warning("redis not caught up before exit error=%r", exc)
+        return len(await outbox.pending(self._pool, 1_000))
+
     async def keep_redis_exact(self) -> None:
         """Periodic: resync a Redis that is not provably current (core/mirror.py), then apply
         whatever the outbox still holds."""

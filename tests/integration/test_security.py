@@ -206,10 +206,13 @@ async def test_rate_limits_per_key_and_per_address_trigger_and_recover(
     settings = await make_settings(
         # 3-second windows: a loaded machine may take a second for the burst below.
         api_rate_limit_per_key="5/3 seconds",
+        api_rate_limit_per_producer_key="8/3 seconds",
         api_rate_limit_per_address="30/3 seconds",
         api_forwarded_allow_ips="127.0.0.1",  # so the test can speak from several addresses
     )
-    first, second = await _keys(settings, (Role.VIEWER, "default"), (Role.VIEWER, "default"))
+    first, second, producer = await _keys(
+        settings, (Role.VIEWER, "default"), (Role.VIEWER, "default"), (Role.PRODUCER, "default")
+    )
     api = await start_api(settings)
     async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
 
@@ -225,6 +228,16 @@ async def test_rate_limits_per_key_and_per_address_trigger_and_recover(
         assert 1 <= int(limited.headers["retry-after"]) <= 3
         # another key from the same address has a budget of its own
         assert (await get(second, "10.0.0.1")).status_code == 200
+        # a producer key has the producer budget (8), not the per-key one (5)
+        posts = [
+            await client.post(
+                "/api/v1/interactions",
+                content=b"[]",
+                headers={"X-Forwarded-For": "10.0.0.4", **bearer(producer)},
+            )
+            for _ in range(9)
+        ]
+        assert [r.status_code for r in posts] == [422] * 8 + [429], [r.text for r in posts]
 
         async def first_key_allowed_again() -> bool:
             return (await get(first, "10.0.0.1")).status_code == 200

@@ -18,6 +18,14 @@ def test_a_key_budget_refuses_past_its_limit_with_a_retry_time_and_keys_are_sepa
     assert limits.check_address("10.0.0.1") is None  # empty: no address limit
 
 
+def test_a_producer_key_spends_its_own_budget_not_the_dashboard_one() -> None:
+    limits = RateLimits("2/minute", "", per_producer_key="4/minute")
+    assert [limits.check_key("isk_ppppp", producer=True) for _ in range(4)] == [None] * 4
+    assert limits.check_key("isk_ppppp", producer=True) is not None
+    assert [limits.check_key("isk_vvvvv") for _ in range(2)] == [None, None]
+    assert limits.check_key("isk_vvvvv") is not None
+
+
 @pytest.mark.parametrize("text", ["100 per banana", "fast", "1/"])
 def test_a_malformed_limit_names_the_setting(text: str) -> None:
     with pytest.raises(ValueError, match="INTERACTION_SUMMARY_API_RATE_LIMIT_PER_KEY"):
