@@ -397,6 +397,7 @@ class BatchProcessor:
             async with asyncio.timeout_at(deadline):
                 if self._mirroring is not None:
                     await asyncio.wait([self._mirroring])  # never raises, even if cancelled
+                await self._catch_up(reconcile=False)  # a Redis not current is resynced
                 while await self.drain_outbox():
                     pass
         except Exception as exc:  # TimeoutError or a store down: the outbox keeps the rest
@@ -407,23 +408,26 @@ class BatchProcessor:
         """Periodic: resync a Redis that is not provably current (core/mirror.py), then apply
         whatever the outbox still holds."""
         try:
-            state = await mirror_state(self._pool)
-            self._redis.epoch = state.epoch
-            metrics.REDIS_EPOCH.set(epoch_number(state.epoch))
-            reason = await self._redis.why_not_current(state)
-            if reason is None and self._reconcile_due():
-                reason = await self._reconcile()
-            if reason is not None:
-                metrics.REDIS_RESYNCS.labels(reason).inc()
-                log.warning("redis not provably current, resyncing reason=%s", reason)
-                await self._redis.resync(self._pool)
-            await self.drain_outbox()
+            await self._catch_up(reconcile=True)
         except Exception as exc:  # the next tick tries again
             log.warning("redis catch-up failed error=%r", exc)
         try:  # also (above all) while Redis is unreachable
             await self.bound_outbox()
         except Exception as exc:
             log.warning("redis outbox check failed error=%r", exc)
+
+    async def _catch_up(self, reconcile: bool) -> None:
+        state = await mirror_state(self._pool)
+        self._redis.epoch = state.epoch
+        metrics.REDIS_EPOCH.set(epoch_number(state.epoch))
+        reason = await self._redis.why_not_current(state)
+        if reason is None and reconcile and self._reconcile_due():
+            reason = await self._reconcile()
+        if reason is not None:
+            metrics.REDIS_RESYNCS.labels(reason).inc()
+            log.warning("redis not provably current, resyncing reason=%s", reason)
+            await self._redis.resync(self._pool)
+        await self.drain_outbox()
 
     def _reconcile_due(self) -> bool:
         if not self._reconcile_seconds or time.monotonic() < self._next_reconcile:

@@ -188,8 +188,6 @@ class RedisSink:
 
     async def apply(self, batch_id: int, buckets: Sequence[HotBucket], epoch: str | None) -> int:
         """Apply one committed batch under ``epoch``; APPLIED, ALREADY_APPLIED or NOT_READY."""
-        if epoch is None:
-            return NOT_READY
         payload = apply_payload(buckets, self._prefix, datetime.now(UTC))
         script_keys = [
             keys.ready_key(self._prefix),
@@ -198,7 +196,7 @@ class RedisSink:
         ]
         args: list[int | str | bytes] = [
             keys.APPLIED_MARKER_TTL_SECONDS,
-            epoch,
+            epoch or "",  # unknown yet: matches no `ready` (the script answers NOT_READY)
             _HASH_FIELDS,
             payload,
         ]
