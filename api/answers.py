@@ -23,6 +23,8 @@ from core.schema import ROW_COUNTERS
 
 log = logging.getLogger(__name__)
 
+# Postgres errors that leave the last known Redis proof in use (core/mirror.MirrorCache).
+_PROOF_ERRORS = (*STORE_ERRORS, TimeoutError)
 _SERIES_COUNTERS = ROW_COUNTERS
 
 
@@ -57,10 +59,11 @@ async def _heavy(stores: Stores) -> AsyncIterator[None]:
 async def _page(
     stores: Stores, tenant: str, group_by: GroupBy, rng: TimeRange, limit: int, offset: int
 ) -> tuple[Page, Source]:
-    if not rng.rolling:
+    proof = None if rng.rolling else await stores.mirror.get(stores.pool, _PROOF_ERRORS)
+    if proof is not None:  # None: Postgres never said which Redis state is current
         try:
             page = await stores.reader.period_page(
-                tenant, group_by, rng.period, rng.first_day, limit, offset
+                proof, tenant, group_by, rng.period, rng.first_day, limit, offset
             )
             if page is not None:
                 return page, Source.REDIS

@@ -21,6 +21,7 @@ from api.recent import Recent
 from api.redis_read import RedisReader
 from core.config import Settings
 from core.db import STORE_ERRORS as STORE_ERRORS  # re-exported: the routes catch it from here
+from core.mirror import MirrorCache
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Stores:
     pool: asyncpg.Pool | None = None
     # Each tenant's outcome classification (api.outcome_types).
     classes: ClassesCache = field(default_factory=lambda: ClassesCache(1.0))
+    # Which Redis state Postgres vouches for, re-read at most every api_redis_check_seconds.
+    mirror: MirrorCache = field(default_factory=lambda: MirrorCache(0.5))
     # Reads that may scan without an index bound (rolling windows, raw history) share half the
     # pool, so index-served reads always find a connection.
     heavy_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(5))

@@ -31,6 +31,7 @@ from api.redis_read import RedisReader
 from api.routes import router
 from core.config import Settings, get_settings
 from core.db import SchemaError, create_pool
+from core.mirror import MirrorCache
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits,
             heavy_reads=asyncio.Semaphore(POOL_SIZE // 2),
             classes=ClassesCache(settings.catalog_refresh_seconds),
+            mirror=MirrorCache(settings.api_redis_check_seconds),
         )
         app.state.stores = stores
         publisher = EventPublisher(

@@ -28,8 +28,35 @@ APPLIED_MARKER_TTL_SECONDS = 86_400
 
 
 def ready_key(prefix: str) -> str:
-    """Present only while Redis mirrors Postgres exactly (absent after a flush or restart)."""
+    """The epoch (core/mirror.py) of the resync whose copy completed; absent after a flush or
+    restart and while a resync copies. Reads and applies trust Redis only while it holds the
+    epoch Postgres names."""
     return f"{prefix}:ready"
+
+
+def applied_count_key(prefix: str) -> str:
+    """How many outbox batches Redis applied (or a resync marked) in its epoch: compared
+    with the count Postgres confirmed (core/mirror.py), it shows a Redis that lost batches."""
+    return f"{prefix}:applied_batches"
+
+
+def resync_key(prefix: str) -> str:
+    """Hash of the resync copying now: ``epoch`` and ``rows`` written so far. Each chunk adds
+    its rows in the transaction that writes them; the copy is marked ready only if both
+    still say what the resync wrote (a Redis restarted between two chunks says otherwise)."""
+    return f"{prefix}:resync"
+
+
+def presence_key(prefix: str, tenant: str, period: str, start: date) -> str:
+    """Where a bucket's ``present_field`` flags live: its action counts hash."""
+    return counts_key(prefix, tenant, "action", period, start)
+
+
+def present_field(dimension: str) -> str:
+    """Field of a bucket's *action* counts hash saying that ``dimension`` has data in that
+    bucket (every event has an action). A read whose keys are gone though this field says
+    they exist (evicted) goes to Postgres instead of answering an empty or partial page."""
+    return f"present:{dimension}"
 
 
 def applied_key(prefix: str, outbox_id: int) -> str:
@@ -66,7 +93,7 @@ def outcome_field(type_key: str, group_id: str) -> str:
 
 
 def data_key_patterns(prefix: str) -> tuple[str, ...]:
-    """SCAN patterns matching every bucket key (used when Redis is rebuilt)."""
+    """SCAN patterns matching every bucket key and marker (deleted when Redis is rebuilt)."""
     return (
         f"{prefix}:rank:*",
         f"{prefix}:cnt:*",

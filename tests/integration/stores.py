@@ -98,6 +98,8 @@ async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int
                 if field.startswith(OUTCOME_FIELD_PREFIX.encode()):
                     continue  # a custom type's count: see redis_outcomes
                 counter, _, group = field.decode().partition(":")
+                if counter == "present":  # presence flags of the action hash (core/keys.py)
+                    continue
                 row = in_bucket.setdefault(group, [0] * len(COUNTERS))
                 row[COUNTERS.index(counter)] = int(value)
             # the total is the rank's score; every group with counts in the hash is ranked

@@ -374,10 +374,8 @@ async def test_broker_restart_worker_reconnects_by_itself_and_counts_what_is_pub
     """The embedded broker keeps nothing: after its restart the topics are created again and
     events published again (new ones, and some counted before, now at other offsets).
 
-    Known limit, see docs/reliability.md: with a broker that forgets its log, events published before
-    the worker has joined the group again can be skipped (Faust keeps its read positions and
-    commits them to the new log), so the test publishes once the worker is back in its group,
-    and restarts the broker only once the worker has committed its offsets.
+    This one publishes once the worker is back in its group; events published at once, before
+    it rejoined, are test_log_rewind.py's case (a partition whose log went backwards).
     """
     settings = await make_settings(kafka_bootstrap_servers=kafka_server.url)
     worker = start_worker(settings)
