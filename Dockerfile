@@ -11,8 +11,8 @@ WORKDIR /app
 
 # Dependencies first, in their own layer: code changes do not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p core streams api cli bench \
-    && touch core/__init__.py streams/__init__.py api/__init__.py cli/__init__.py bench/__init__.py \
+RUN mkdir -p core streams api cli embedded \
+    && touch core/__init__.py streams/__init__.py api/__init__.py cli/__init__.py embedded/__init__.py \
     && pip install . \
     && pip uninstall -y interaction-summary
 
@@ -20,7 +20,7 @@ COPY core ./core
 COPY streams ./streams
 COPY api ./api
 COPY cli ./cli
-COPY bench ./bench
+COPY embedded ./embedded
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /app app
 

@@ -16,12 +16,16 @@ from api import queries
 from api.catalog import Catalog
 from api.deps import STORE_ERRORS, Stores
 from api.errors import ApiError
-from api.summary import GroupBy, Page, Source, Window, rows
-from core.periods import TimeRange, summary_range
+from api.rows import rows
+from api.summary import GroupBy, Page, Source, Window
+from core.ranges import TimeRange, summary_range
+from core.schema import ROW_COUNTERS
 
 log = logging.getLogger(__name__)
 
-_SERIES_COUNTERS = ("impression", "click", "dismiss", "accept", "convert", "total")
+# Postgres errors that leave the last known Redis proof in use (core/mirror.MirrorCache).
+_PROOF_ERRORS = (*STORE_ERRORS, TimeoutError)
+_SERIES_COUNTERS = ROW_COUNTERS
 
 
 def _unavailable(exc: BaseException, what: str) -> ApiError:
@@ -55,10 +59,11 @@ async def _heavy(stores: Stores) -> AsyncIterator[None]:
 async def _page(
     stores: Stores, tenant: str, group_by: GroupBy, rng: TimeRange, limit: int, offset: int
 ) -> tuple[Page, Source]:
-    if not rng.rolling:
+    proof = None if rng.rolling else await stores.mirror.get(stores.pool, _PROOF_ERRORS)
+    if proof is not None:  # None: Postgres never said which Redis state is current
         try:
             page = await stores.reader.period_page(
-                tenant, group_by, rng.period, rng.first_day, limit, offset
+                proof, tenant, group_by, rng.period, rng.first_day, limit, offset
             )
             if page is not None:
                 return page, Source.REDIS
@@ -116,14 +121,16 @@ async def summary(
     rng = summary_range(days, window is Window.ROLLING, now)
     page, source = await _page(stores, tenant, group_by, rng, limit, offset)
     catalog = await stores.catalog.get(stores.pool, tenant) if stores.pool else Catalog()
+    # The classification is applied here, at answer time: a change shows in the next answer.
+    classes = await stores.classes.get(stores.pool, tenant)
     shape = (tenant, group_by, days, window, limit, offset, rng)
     built = stores.bodies.get(shape)
-    if built is not None and built[0] is page and built[1] is catalog:
-        return built[2]
+    if built is not None and built[0] is page and built[1] is catalog and built[2] is classes:
+        return built[3]
     body = {
         "groupBy": group_by.value,
         "days": days,
-        "summary": rows(group_by, page, catalog),
+        "summary": rows(group_by, page, catalog, classes),
         "total": page.total_groups,
         "limit": limit,
         "offset": offset,
@@ -132,7 +139,7 @@ async def summary(
         "source": source.value,
     }
     if source is Source.REDIS:
-        stores.bodies.put(shape, (page, catalog, body))
+        stores.bodies.put(shape, (page, catalog, classes, body))
     return body
 
 

@@ -12,6 +12,8 @@ from enum import IntEnum
 
 import asyncpg
 
+from core.db import STORE_ERRORS
+
 KEY_PREFIX = "isk_"
 
 
@@ -155,7 +157,7 @@ class KeyCache:
                             for r in rows
                         }
                         self._version = version
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except STORE_ERRORS:
                 if self._keys is None:
                     raise
                 # Postgres down: the keys known a moment ago beat a 503 for every request.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.tenant_cache import TenantCache
 
 # What Postgres can store, checked at the edge: a value it refuses would otherwise fail the
 # write and be reported as an outage (503). Text cannot hold NUL; integer columns are 32-bit.
@@ -153,30 +154,8 @@ async def fetch_catalog(pool: asyncpg.Pool, tenant_id: str) -> Catalog:
     )
 
 
-class CatalogCache:
-    """Per-tenant catalogs, re-read when ``catalog load`` bumped the version.
-
-    The version is checked at most every ``refresh`` seconds; if Postgres is unreachable the
-    last copy keeps serving, so Redis-backed answers still carry names.
-    """
+class CatalogCache(TenantCache[Catalog]):
+    """Per-tenant catalogs, re-read when ``catalog load`` bumped the version (api.tenant_cache)."""
 
     def __init__(self, refresh: float) -> None:
-        self._refresh = refresh
-        self._checked_at = 0.0
-        self._version: int | None = None
-        self._by_tenant: dict[str, Catalog] = {}
-
-    async def get(self, pool: asyncpg.Pool, tenant_id: str) -> Catalog:
-        now = time.monotonic()
-        try:
-            if now - self._checked_at >= self._refresh:
-                version = await pool.fetchval(CURRENT_VERSION)
-                self._checked_at = now
-                if version != self._version:
-                    self._version = version
-                    self._by_tenant.clear()
-            if tenant_id not in self._by_tenant:
-                self._by_tenant[tenant_id] = await fetch_catalog(pool, tenant_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return self._by_tenant.get(tenant_id, Catalog())
-        return self._by_tenant[tenant_id]
+        super().__init__(refresh, CURRENT_VERSION, fetch_catalog, Catalog())

@@ -16,13 +16,14 @@ from api.auth import ApiKey, KeyCache, Role, looks_like_key
 from api.catalog import CatalogCache
 from api.errors import ApiError
 from api.limits import RateLimits, too_many
+from api.outcome_types import ClassesCache
+from api.recent import Recent
 from api.redis_read import RedisReader
-from api.summary import Recent
 from core.config import Settings
+from core.db import STORE_ERRORS as STORE_ERRORS  # re-exported: the routes catch it from here
+from core.mirror import MirrorCache
 
 log = logging.getLogger(__name__)
-
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass
@@ -36,11 +37,15 @@ class Stores:
     catalog: CatalogCache
     limits: RateLimits
     pool: asyncpg.Pool | None = None
+    # Each tenant's outcome classification (api.outcome_types).
+    classes: ClassesCache = field(default_factory=lambda: ClassesCache(1.0))
+    # Which Redis state Postgres vouches for, re-read at most every api_redis_check_seconds.
+    mirror: MirrorCache = field(default_factory=lambda: MirrorCache(0.5))
     # Reads that may scan without an index bound (rolling windows, raw history) share half the
     # pool, so index-served reads always find a connection.
     heavy_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(5))
     # Summary bodies built from unchanged Redis pages (see api.answers.summary).
-    bodies: Recent[tuple[object, object, dict[str, Any]]] = field(
+    bodies: Recent[tuple[object, object, object, dict[str, Any]]] = field(
         default_factory=lambda: Recent(64)
     )
 

@@ -78,7 +78,7 @@ PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 
 
 class Event(BaseModel):
-    """One interaction in the event contract (README "Events"); validated as the worker does."""
+    """One interaction in the event contract (docs/contract.md section 1); validated as the worker does."""
 
     id: str = Field(min_length=1, max_length=128, description="event id; a repeat counts once")
     timestamp: str | int = Field(

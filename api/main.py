@@ -18,17 +18,21 @@ from api.admin import router as admin_router
 from api.auth import KeyCache
 from api.catalog import CatalogCache
 from api.customer_routes import router as customer_router
+from api.dashboard_routes import router as dashboard_router
 from api.deps import STORE_ERRORS, Stores, StoresDep
 from api.docs import add_docs
 from api.errors import install_error_handlers
 from api.ingest import router as ingest_router
 from api.limits import AddressRateLimit, BodyLimit, RateLimits
 from api.metrics import RequestMetrics
+from api.outcome_routes import router as outcome_router
+from api.outcome_types import ClassesCache
 from api.publisher import EventPublisher
 from api.redis_read import RedisReader
 from api.routes import router
 from core.config import Settings, get_settings
 from core.db import SchemaError, create_pool
+from core.mirror import MirrorCache
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ POOL_SIZE = 10
 async def _connect_postgres(stores: Stores, settled: asyncio.Event) -> None:
     """Open the pool, retrying while Postgres is down or its schema is not current: the API
     starts (and /health answers) anyway. The API never migrates: it may run as a role that
-    cannot (README "Security"); ``interaction-summary migrate`` does. ``settled`` is set once
+    cannot (docs/operations.md "Security"); ``interaction-summary migrate`` does. ``settled`` is set once
     connected, or once Postgres answered that the schema is not usable (waiting for
     ``migrate`` must not hold up start-up)."""
     settings = stores.settings
@@ -88,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CatalogCache(settings.catalog_refresh_seconds),
             limits,
             heavy_reads=asyncio.Semaphore(POOL_SIZE // 2),
+            classes=ClassesCache(settings.catalog_refresh_seconds),
+            mirror=MirrorCache(settings.api_redis_check_seconds),
         )
         app.state.stores = stores
         publisher = EventPublisher(
@@ -125,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(customer_router)
     app.include_router(admin_router)
+    app.include_router(outcome_router)
     app.include_router(ingest_router)
     _add_operational_routes(app)
     if settings.api_docs:
@@ -135,12 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AddressRateLimit, limits=limits)
     app.add_middleware(RequestMetrics)
     app.add_middleware(AccessLog)
-    try:
-        from api.dashboard_routes import router as dashboard_router
-    except ImportError:  # the dashboard is optional for the API itself
-        pass
-    else:
-        app.include_router(dashboard_router)
+    app.include_router(dashboard_router)
     return app
 
 

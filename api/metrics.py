@@ -23,15 +23,15 @@ PUBLISH_SECONDS = Histogram(
     "from the first send to the broker's last acknowledgement, per request",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-_KNOWN_PATHS = {
-    "/api/v1/interaction-summary",
-    "/api/v1/interaction-timeseries",
-    "/api/v1/interactions",
-    "/api/v1/respond",
-    "/api/v1/respond/bulk",
-    "/health",
-    "/ready",
-}
+
+
+def route_label(scope: Scope) -> str:
+    """The route template the router matched (``/api/v1/outcome-types/{type_key}``): one
+    label per route, whatever ids a path holds; unmatched paths share ``other``, so scanners
+    cannot blow up the metrics' cardinality. Derived from the app's routes, never a list."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "other"
 
 
 class RequestMetrics:
@@ -42,8 +42,6 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Unknown paths share one label so scanners cannot blow up the metric's cardinality.
-        path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
         started = time.perf_counter()
         status: dict[str, Any] = {"code": 500}
 
@@ -55,5 +53,6 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
+            path = route_label(scope)  # known once routing ran
             LATENCY.labels(path).observe(time.perf_counter() - started)
             REQUESTS.labels(path, str(status["code"])).inc()

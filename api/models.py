@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.summary import GroupBy, Source, Window
 from core.periods import Period
+from core.schema import ROW_COUNTERS, SYSTEM_OUTCOMES
 
 
 class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Counters(_Row):
-    impression: int = Field(description="impressions in the period")
-    click: int
-    dismiss: int
-    accept: int
-    convert: int
-    total: int = Field(description="every accepted interaction, other types included")
+_COUNTER_FIELDS: dict[str, Any] = {
+    **{o.key: (int, Field(description=f"{o.description}: count in the period")) for o in SYSTEM_OUTCOMES},
+    "total": (int, Field(description="every accepted interaction, other types included")),
+    "outcomes": (
+        dict[str, int],
+        Field(
+            description="extension: every outcome type counted in the period (system and custom"
+            " ones; types with no event left out) -> its count"
+        ),
+    ),
+}  # fmt: skip
+assert [*_COUNTER_FIELDS][:-1] == list(ROW_COUNTERS)
+
+# The counters of every row, generated from core.schema (mypy sees a plain row).
+if TYPE_CHECKING:
+    _Counters = _Row
+else:
+    _Counters = create_model("_Counters", __base__=_Row, **_COUNTER_FIELDS)
 
 
 class ActionRow(_Counters):
@@ -32,8 +45,11 @@ class ActionRow(_Counters):
     priority: int | None
     ctr: float = Field(description="round(100 * click / impression, 2); 0 without impressions")
     cvr: float = Field(description="round(100 * convert / impression, 2); 0 without impressions")
-    positive: int = Field(description="click + accept")
-    negative: int = Field(description="dismiss")
+    positive: int = Field(
+        description="the counts of the types the tenant's registry classifies positive"
+        " (system: click + accept)"
+    )
+    negative: int = Field(description="the counts of the types classified negative (dismiss)")
     neutral: int = Field(description="max(impression - positive - negative, 0)")
 
 
@@ -82,14 +98,10 @@ class SummaryResponse(BaseModel):
     source: Source = Field(description="which store answered: redis, postgres or history")
 
 
-class DayCounts(BaseModel):
-    date: date
-    impression: int
-    click: int
-    dismiss: int
-    accept: int
-    convert: int
-    total: int
+if TYPE_CHECKING:
+    DayCounts = BaseModel
+else:
+    DayCounts = create_model("DayCounts", date=(date, ...), **{c: (int, ...) for c in ROW_COUNTERS})
 
 
 class TimeseriesResponse(BaseModel):

@@ -14,8 +14,10 @@ from api.summary import GroupBy, GroupCounts, Page
 from core.db import Connection
 from core.distinct import TAG_CODES, tag
 from core.periods import Period, days_of
+from core.schema import DIMENSION_COLUMNS, ROW_COUNTERS, SYSTEM_TYPES
 
-_TYPES = ("impression", "click", "dismiss", "accept", "convert")
+_TYPES = SYSTEM_TYPES
+_SYSTEM_LIST = ", ".join(f"'{t}'" for t in SYSTEM_TYPES)
 _TYPE_SUMS = ", ".join([*(f"sum({t})::int8 AS {t}" for t in _TYPES), "sum(total)::int8 AS total"])
 
 # Daily and all-time buckets are stored; a page of one is a top-N sort of its groups (there is
@@ -67,6 +69,21 @@ WHERE tenant_id = $1 AND dimension = $2 AND group_id = ANY($5::text[])
   AND EXISTS (SELECT 1 FROM unnest(tags) AS t
               WHERE t BETWEEN $3 AND $4 AND t % 4 = {TAG_CODES[Period.DAILY]})
 GROUP BY group_id
+"""
+
+# Custom-type counts of a page's groups ($5: the groups that have some: total exceeds the
+# sum of their system counters). A page without such groups costs no query.
+PERIOD_OUTCOMES = """
+SELECT group_id, type, sum(count)::int8 AS n FROM interaction_bucket_outcome
+WHERE tenant_id = $1 AND dimension = $2 AND period = $3 AND bucket_start = $4
+  AND group_id = ANY($5::text[])
+GROUP BY 1, 2
+"""
+ROLLING_OUTCOMES = """
+SELECT group_id, type, sum(count)::int8 AS n FROM interaction_bucket_outcome
+WHERE tenant_id = $1 AND dimension = $2 AND period = 'daily' AND bucket_start BETWEEN $3 AND $4
+  AND group_id = ANY($5::text[])
+GROUP BY 1, 2
 """
 
 # Raw history: the fallback when no bucket holds the period, so it aggregates millions of
@@ -137,6 +154,15 @@ HISTORY_COUNT = {
     g: f"SELECT count(DISTINCT {column}) FROM interaction_history WHERE {_HISTORY_RANGE} {extra}"
     for g, (column, extra) in _GROUP_FILTERS.items()
 }
+HISTORY_OUTCOMES = {
+    g: f"""
+SELECT {DIMENSION_COLUMNS[g.value]} AS group_id, type, count(*) AS n FROM interaction_history
+WHERE {_HISTORY_RANGE} AND type NOT IN ({_SYSTEM_LIST})
+  AND {DIMENSION_COLUMNS[g.value]} = ANY($4::text[])
+GROUP BY 1, 2
+"""
+    for g in GroupBy
+}
 # Per-transaction planner settings of the history queries. The history table is written in
 # arrival order, so a range of ts is a narrow band of its pages: the index scan reads a
 # quarter of the table where the default costs (random_page_cost 4, for spinning disks) chose
@@ -154,14 +180,9 @@ FROM interaction_bucket
 WHERE tenant_id = $1 AND dimension = 'action' AND period = 'daily' AND bucket_start BETWEEN $2 AND $3
 GROUP BY bucket_start
 """
-TIMESERIES_HISTORY = """
+TIMESERIES_HISTORY = f"""
 SELECT (ts AT TIME ZONE 'UTC')::date AS day,
-       count(*) FILTER (WHERE type = 'impression') AS impression,
-       count(*) FILTER (WHERE type = 'click') AS click,
-       count(*) FILTER (WHERE type = 'dismiss') AS dismiss,
-       count(*) FILTER (WHERE type = 'accept') AS accept,
-       count(*) FILTER (WHERE type = 'convert') AS convert,
-       count(*) AS total
+       {_TYPE_COUNTS}
 FROM interaction_history
 WHERE tenant_id = $1 AND ts >= $2 AND ts < $3
 GROUP BY 1
@@ -170,19 +191,29 @@ GROUP BY 1
 
 def _page(records: list[asyncpg.Record], total_groups: int) -> Page:
     groups = [
-        GroupCounts(
-            r["group_id"],
-            r["impression"],
-            r["click"],
-            r["dismiss"],
-            r["accept"],
-            r["convert"],
-            r["total"],
-            r["distinct_count"],
-        )
+        GroupCounts(r["group_id"], *(r[c] for c in ROW_COUNTERS), r["distinct_count"])
         for r in records
     ]
     return Page(total_groups, groups)
+
+
+def _with_custom_types(groups: list[GroupCounts]) -> list[str]:
+    """Groups whose total holds events of types without a counter (custom outcome types)."""
+    return [g.group_id for g in groups if g.of("total") > sum(g.counts[t] for t in SYSTEM_TYPES)]
+
+
+async def _add_outcomes(conn: Connection, page: Page, sql: str, *args: object) -> Page:
+    """The page with each group's custom-type counts (``sql`` takes ``args``, then the ids)."""
+    ids = _with_custom_types(page.groups)
+    if not ids:
+        return page
+    found: dict[str, dict[str, int]] = {}
+    for r in await conn.fetch(sql, *args, ids):
+        found.setdefault(r["group_id"], {})[r["type"]] = r["n"]
+    return Page(
+        page.total_groups,
+        [g.with_custom(found[g.group_id]) if g.group_id in found else g for g in page.groups],
+    )
 
 
 async def _paged(
@@ -214,11 +245,16 @@ async def period_page(
     days = days_of(period, start)
     if days is not None:
         return await rolling_page(pool, tenant, group_by, *days, limit, offset)
-    async with pool.acquire() as conn:
+    # One snapshot for the page and its custom-type counts.
+    async with (
+        pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
         if not await conn.fetchval(PERIOD_HAS_DATA, tenant, period, start):
             return None
         args = (tenant, group_by.value, period.value, start)
-        return await _paged(conn, PERIOD_PAGE, PERIOD_COUNT, args, limit, offset)
+        page = await _paged(conn, PERIOD_PAGE, PERIOD_COUNT, args, limit, offset)
+        return await _add_outcomes(conn, page, PERIOD_OUTCOMES, *args)
 
 
 async def rolling_page(
@@ -231,11 +267,15 @@ async def rolling_page(
     offset: int,
 ) -> Page | None:
     """A page summed over daily buckets ``first..last``; None when none of them has data."""
-    async with pool.acquire() as conn:
+    async with (
+        pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
         if not await conn.fetchval(ROLLING_HAS_DATA, tenant, first, last):
             return None
         args = (tenant, group_by.value, first, last)
         page = await _paged(conn, ROLLING_PAGE, ROLLING_COUNT, args, limit, offset)
+        page = await _add_outcomes(conn, page, ROLLING_OUTCOMES, *args)
         if group_by in (GroupBy.CUSTOMER, GroupBy.CHANNEL) and page.groups:
             ids = [g.group_id for g in page.groups]
             tags = (tag(Period.DAILY, first), tag(Period.DAILY, last))
@@ -243,15 +283,9 @@ async def rolling_page(
             distinct = {r["group_id"]: r["n"] for r in found}
             page = Page(
                 page.total_groups,
-                [_with_distinct(g, distinct.get(g.group_id, 0)) for g in page.groups],
+                [g.with_distinct(distinct.get(g.group_id, 0)) for g in page.groups],
             )
         return page
-
-
-def _with_distinct(g: GroupCounts, n: int) -> GroupCounts:
-    return GroupCounts(
-        g.group_id, g.impression, g.click, g.dismiss, g.accept, g.convert, g.total, n
-    )
 
 
 async def history_page(
@@ -282,9 +316,9 @@ async def history_page(
             distinct = {r["group_id"]: r["n"] for r in found}
             page = Page(
                 page.total_groups,
-                [_with_distinct(g, distinct.get(g.group_id, 0)) for g in page.groups],
+                [g.with_distinct(distinct.get(g.group_id, 0)) for g in page.groups],
             )
-        return page
+        return await _add_outcomes(conn, page, HISTORY_OUTCOMES[group_by], *args)
 
 
 async def daily_totals(

@@ -1,1 +1,1 @@
-"""Benchmarks (``python -m bench.ingest``) and the seeded synthetic data they and the demo use."""
+"""Benchmarks (``python -m bench.ingest``): the product measured from outside; not in the wheel or the image."""

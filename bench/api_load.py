@@ -44,8 +44,9 @@ from redis.asyncio import Redis
 
 from bench import history, loadgen, services
 from bench.report import RESULTS_DIR, Figure, Report, Target, make_console, peak_rss_mb
-from bench.synthetic import make_catalog
+from cli.synthetic import make_catalog
 from core.periods import Period, bucket_start
+from embedded.processes import Process
 from streams.rebuild import rebuild_postgres
 from streams.redis_sink import RedisSink
 
@@ -142,7 +143,9 @@ async def run(
         with services.servers(kafka=False, state_dir=work / "servers") as srv:
             report.servers = services.describe(srv)
             async with services.fresh_settings(srv, "api", work, topics=False) as settings:
-                report.servers.update(await services.server_versions(settings))
+                report.servers.update(
+                    await services.server_versions(settings.database_url, settings.redis_url)
+                )
                 key = await services.catalog_and_key(settings, catalog)
                 with console.status(f"{rows:,} interactions into the month's buckets and Redis"):
                     report.details["data"] = await _prepare(settings, rows, catalog)
@@ -160,7 +163,7 @@ async def run(
 
 async def _measure(
     report: Report,
-    api: services.Service,
+    api: Process,
     auth: str,
     paths: list[str],
     seconds: float,

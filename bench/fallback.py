@@ -35,9 +35,9 @@ from api import queries
 from api.summary import GroupBy
 from bench import history, services
 from bench.report import Figure, Report, Target, make_console, peak_rss_mb
-from bench.synthetic import make_catalog
+from cli.synthetic import make_catalog
 from core.db import Connection
-from core.periods import TimeRange, summary_range
+from core.ranges import TimeRange, summary_range
 
 GROUPINGS = (GroupBy.ACTION, GroupBy.CUSTOMER)
 WINDOWS = ("period", "rolling")
@@ -143,7 +143,9 @@ async def run(rows: int, repeat: int, smoke: bool) -> Report:
         with services.servers(kafka=False, state_dir=work / "servers") as srv:
             report.servers = services.describe(srv)
             async with services.fresh_settings(srv, "fallback", work, topics=False) as settings:
-                report.servers.update(await services.server_versions(settings))
+                report.servers.update(
+                    await services.server_versions(settings.database_url, settings.redis_url)
+                )
                 key = await services.catalog_and_key(settings, catalog)
                 conn = await asyncpg.connect(settings.database_url)
                 try:

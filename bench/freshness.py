@@ -51,8 +51,9 @@ from bench.report import (
     percentile,
     stack_cpu_seconds,
 )
-from bench.synthetic import make_catalog
+from cli.synthetic import make_catalog
 from core.config import Settings
+from embedded.processes import Process
 
 TENANT = "freshness"
 MARKERS_PER_SECOND = 20
@@ -226,7 +227,9 @@ async def run(
         with services.servers(kafka=True, state_dir=work / "servers") as srv:
             report.servers = services.describe(srv)
             async with services.fresh_settings(srv, "fresh", work, **overrides) as settings:
-                report.servers.update(await services.server_versions(settings))
+                report.servers.update(
+                    await services.server_versions(settings.database_url, settings.redis_url)
+                )
                 await services.catalog_and_key(settings, make_catalog(0))
                 key = await services.viewer_key(settings, TENANT)
                 # CPU of the servers too (from the environment: found by port, see services).
@@ -271,7 +274,7 @@ async def run(
 async def _measure(
     report: Report,
     settings: Settings,
-    api: services.Service,
+    api: Process,
     worker_pid: int,
     servers: dict[str, list[int]],
     key: str,

@@ -6,7 +6,7 @@ Kafka producer path beside each.
 
 A worker and an API run as subprocesses (``bench.services``), one database, one topic.
 
-1. HTTP batches: ``--events`` synthetic events (``bench.synthetic``) POSTed to
+1. HTTP batches: ``--events`` synthetic events (``cli.synthetic``) POSTed to
    ``/api/v1/interactions`` in batches of ``--batch`` (500) over ``--connections`` keep-alive
    connections, each sending its next batch when the previous one was answered 202. The rate
    runs from the first POST to the moment Postgres holds every event (counted end to end).
@@ -50,7 +50,8 @@ from bench.report import (
     make_console,
     percentile,
 )
-from bench.synthetic import SyntheticEvents, make_catalog
+from cli.synthetic import SyntheticEvents, make_catalog
+from embedded.processes import Process
 
 TARGET_EVENTS_PER_S = 5_000
 TARGET_P99_MS = 20.0
@@ -222,7 +223,7 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 
 async def measure(
-    report: Report, settings: Any, api: services.Service, worker_pid: int, args: argparse.Namespace
+    report: Report, settings: Any, api: Process, worker_pid: int, args: argparse.Namespace
 ) -> None:
     now = datetime.now(UTC)
     catalog = make_catalog(0)
@@ -395,7 +396,9 @@ async def run(args: argparse.Namespace) -> Report:
                 "api_rate_limit_per_address": "100000/second",
             }
             async with services.fresh_settings(srv, "http", work, **unlimited) as settings:
-                report.servers.update(await services.server_versions(settings))
+                report.servers.update(
+                    await services.server_versions(settings.database_url, settings.redis_url)
+                )
                 with services.worker(settings, work / "logs") as worker:
                     async with services.api(settings, work / "logs") as api:
                         await measure(report, settings, api, worker.pid, args)

@@ -4,7 +4,7 @@
     python -m bench.ingest --also-two-workers --baseline-src /work/wt-baseline
     python -m bench.ingest --smoke              # a few thousand events per workload, for CI
 
-For each workload (``--workload realtime|backfill|both``, ``bench.synthetic.WORKLOADS``:
+For each workload (``--workload realtime|backfill|both``, ``cli.synthetic.WORKLOADS``:
 timestamps over the last 5 minutes, or over the last 90 days), preloads ``--events``
 synthetic interactions into a fresh topic, then drains it with one consumer group each,
 every consumer in its own process:
@@ -17,7 +17,10 @@ every consumer in its own process:
    answer all-time totals that sum to the events, once from Redis and once from Postgres
    (a second API whose Redis is unreachable);
 4. with ``--also-two-workers``: the same with two worker processes in one group;
-5. with ``--baseline-src PATH``: the worker of another checkout (today's code, say), run with
+5. with ``--custom-share S`` (issue 11): the real worker again, on a topic of the same events
+   where a share S of them (e.g. 0.03) has a custom outcome type (``CUSTOM_TYPES``), counted
+   per type besides the counters: the cost of custom types, in the same run;
+6. with ``--baseline-src PATH``: the worker of another checkout (today's code, say), run with
    ``cwd=PATH`` and ``PYTHONPATH=PATH`` so that its own migrations make its own schema, over
    ``--baseline-events`` (a topic of its own when that differs from ``--events``).
 
@@ -30,7 +33,7 @@ its own process and the broker's. Decay compares the rate over the first and the
 or not, in a table and in ``bench/results/ingest-<workload>[-<tag>].json``.
 
 Servers come from KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL and REDIS_URL; those not set are
-started embedded (``cli.embedded``). A server given from the environment is found in /proc by
+started embedded (``embedded.servers``). A server given from the environment is found in /proc by
 the port it listens on (Postgres: else every ``postgres`` process); one in a container cannot
 be seen, and its CPU is then missing from the figures (they say so).
 """
@@ -43,6 +46,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -50,16 +54,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
@@ -75,15 +78,18 @@ from bench.report import (
     peak_rss_mb,
     stack_cpu_seconds,
 )
-from bench.synthetic import WORKLOADS, encode, workload_events
-from cli.embedded import EmbeddedServers, free_port
+from cli.synthetic import WORKLOADS, encode, workload_events
 from core.config import Settings
+from embedded.isolation import database_dsn, delete_keys, drop_databases
+from embedded.processes import clean_env, free_port
+from embedded.servers import EmbeddedServers
 
 TARGET_RATIO = 0.8  # worker / Faust no-op, same run
 TARGET_CPU_US = 200.0  # whole stack, per counted event
 TARGET_DECAY = 0.85  # rate over the last window / the first
 TARGET_RSS_MB = 250.0
 TARGET_TWO_WORKERS = 1.0  # two workers / one, same run
+TARGET_CUSTOM_TYPES = 0.95  # issue 11: 3% custom-type events / none, same run
 DECAY_WINDOW = 200_000
 SMOKE_EVENTS = 5_000
 SMOKE_BATCH = 500
@@ -134,8 +140,7 @@ class Run:
         return f"{consumer}-{self.id}"
 
     def database_url(self, database: str) -> str:
-        parts = urlsplit(self.stack.database_url)
-        return urlunsplit(parts._replace(path=f"/{database}"))
+        return database_dsn(self.stack.database_url, database)
 
     def env(self, topic: str, consumer: str, metrics_port: int = 0) -> dict[str, str]:
         """A consumer's environment: the worker's own settings, with this run's names."""
@@ -145,9 +150,7 @@ class Run:
         for kept, value in ((self.groups, group), (self.prefixes, f"bench-{name}")):
             if value not in kept:
                 kept.append(value)
-        return {
-            **{k: v for k, v in os.environ.items() if not k.startswith("INTERACTION_SUMMARY_")},
-            "PYTHONUNBUFFERED": "1",
+        return clean_env(**{
             "KAFKA_BOOTSTRAP_SERVERS": self.stack.kafka,
             "DATABASE_URL": self.database_url(database),
             "REDIS_URL": self.stack.redis_url,
@@ -159,7 +162,7 @@ class Run:
             "INTERACTION_SUMMARY_WORKER_METRICS_PORT": str(metrics_port),
             "INTERACTION_SUMMARY_WORKER_DATA_DIR": str(self.workdir / consumer),
             **self.overrides,
-        }
+        })  # fmt: skip
 
 
 async def _create_database(run: Run, env: dict[str, str]) -> None:
@@ -173,24 +176,13 @@ async def _create_database(run: Run, env: dict[str, str]) -> None:
 
 
 async def _drop_databases(run: Run) -> None:
-    conn = await asyncpg.connect(run.stack.database_url)
-    try:
-        while run.databases:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{run.databases.pop()}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_databases(run.stack.database_url, run.databases)
+    run.databases.clear()
 
 
 async def _delete_keys(run: Run) -> None:
-    redis = Redis.from_url(run.stack.redis_url)
-    try:
-        while run.prefixes:
-            prefix = run.prefixes.pop()
-            batch = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=5000)]
-            for start in range(0, len(batch), 5000):
-                await redis.unlink(*batch[start : start + 5000])
-    finally:
-        await redis.aclose()
+    while run.prefixes:
+        await delete_keys(run.stack.redis_url, run.prefixes.pop())
 
 
 async def _delete_topics(run: Run) -> None:
@@ -211,18 +203,31 @@ def clean_up(run: Run) -> None:
 # --- preload --------------------------------------------------------------------------------
 
 
-async def preload(run: Run, workload: str, events: int, seed: int) -> tuple[str, dict[str, Any]]:
-    """A fresh topic holding ``events`` interactions of ``workload``, stamped before now."""
-    topic = f"bench-ingest-{run.id}-{workload}-{events}"
+# Custom outcome types of --custom-share (a tenant's own types, as in issue 11).
+CUSTOM_TYPES = ("applied", "quote_requested", "deferred", "callback_booked")
+
+
+async def preload(
+    run: Run, workload: str, events: int, seed: int, custom_share: float = 0.0
+) -> tuple[str, dict[str, Any]]:
+    """A fresh topic holding ``events`` interactions of ``workload``, stamped before now; a
+    ``custom_share`` of them get a type from CUSTOM_TYPES instead of their own."""
+    suffix = f"-custom{custom_share:g}" if custom_share else ""
+    topic = f"bench-ingest-{run.id}-{workload}-{events}{suffix}"
     await kafka.create_topic(run.stack.kafka, topic, run.partitions)
     run.topics.append(topic)
     generator = workload_events(workload, seed, datetime.now(UTC))
+    custom = random.Random(f"custom:{seed}")
 
     def messages() -> Iterator[tuple[bytes, bytes]]:
         left = events
         while left:
             chunk = generator.batch(min(left, 4096))
             left -= len(chunk)
+            if custom_share:
+                for event in chunk:
+                    if custom.random() < custom_share:
+                        event["type"] = custom.choice(CUSTOM_TYPES)
             yield from (encode(event) for event in chunk)
 
     started = time.perf_counter()
@@ -630,6 +635,7 @@ class WorkloadResult:
     ceilings: dict[str, Measured] = field(default_factory=dict)
     workers: dict[str, WorkerRun] = field(default_factory=dict)
     baseline_preload: dict[str, Any] | None = None
+    custom_preload: dict[str, Any] | None = None
     load_average_before: tuple[float, ...] = ()
     load_average_after: tuple[float, ...] = ()
 
@@ -721,10 +727,13 @@ def build_report(
         "pids_found": {n: bool(p) for n, p in stack.pids.items()},
     }
     with contextlib.suppress(Exception):
-        report.servers.update(asyncio.run(_server_versions(stack)))
+        report.servers.update(
+            asyncio.run(services.server_versions(stack.database_url, stack.redis_url))
+        )
     report.details = {
         "preload": result.preload,
         "baseline_preload": result.baseline_preload,
+        "custom_preload": result.custom_preload,
         "load_average_before": result.load_average_before,
         "load_average_after": result.load_average_after,
         "ceilings": {n: _ceiling_row(m) for n, m in result.ceilings.items()},
@@ -748,7 +757,10 @@ def build_report(
             Figure("Faust no-op: CPU per event, its process + broker", noop_cpu or 0.0,
                    "µs/event", note=_shares(_ceiling_cpu_us(noop)))
         )  # fmt: skip
-    for key, label in (("worker", "worker"), ("workers2", "two workers"),
+    custom = [
+        (k, f"worker, {k[6:-3]}% custom types") for k in result.workers if k.startswith("custom")
+    ]
+    for key, label in (("worker", "worker"), ("workers2", "two workers"), *custom,
                        ("baseline", "baseline worker")):  # fmt: skip
         w = result.workers.get(key)
         if w is None or w.seconds < 0.05:
@@ -760,6 +772,9 @@ def build_report(
         if key == "workers2" and worker and worker.seconds >= 0.05:
             ceiling, ceiling_name = worker.rate, "one worker, same run"
             targets: tuple[Target, ...] = (Target(">=", TARGET_TWO_WORKERS, of="ratio"),)
+        elif key.startswith("custom") and worker and worker.seconds >= 0.05:
+            ceiling, ceiling_name = worker.rate, "worker without custom types, same run"
+            targets = (Target(">=", TARGET_CUSTOM_TYPES, of="ratio"),)
         else:
             ceiling, ceiling_name = noop_rate, "Faust no-op, same run"
             targets = (Target(">=", TARGET_RATIO, of="ratio"),) if key != "baseline" else ()
@@ -793,26 +808,6 @@ def build_report(
                    note=", ".join(f"{m:.0f}" for m in w.peak_rss_mb) if w.processes > 1 else "")
         )  # fmt: skip
     return report
-
-
-async def _server_versions(stack: Stack) -> dict[str, str]:
-    conn = await asyncpg.connect(stack.database_url)
-    redis = Redis.from_url(stack.redis_url)
-    try:
-        postgres = await conn.fetchval("SHOW server_version")
-        pg_settings = {
-            name: await conn.fetchval(f"SHOW {name}")
-            for name in ("shared_buffers", "max_wal_size", "fsync", "synchronous_commit")
-        }
-        info = await redis.info("server")
-    finally:
-        await conn.close()
-        await redis.aclose()
-    return {
-        "postgres_version": str(postgres),
-        "postgres_settings": str(pg_settings),
-        "redis_version": str(info.get("redis_version")),
-    }
 
 
 def print_summary(result: WorkloadResult, console: Console, decay_window: int | None) -> None:
@@ -850,6 +845,26 @@ def print_summary(result: WorkloadResult, console: Console, decay_window: int | 
 # --- main -----------------------------------------------------------------------------------
 
 
+def run_custom_types(
+    run: Run,
+    workload: str,
+    events: int,
+    args: argparse.Namespace,
+    result: WorkloadResult,
+    step: Callable[[str], None],
+) -> None:
+    """The worker on the same events with ``--custom-share`` of them of custom types."""
+    label = f"custom{round(100 * args.custom_share)}pct"
+    step(f"preloading {events:,} events, {args.custom_share:.0%} of custom types")
+    custom_topic, result.custom_preload = asyncio.run(
+        preload(run, workload, events, args.seed, args.custom_share)
+    )
+    step(f"{label}: {args.workers} worker process(es), exactly once")
+    result.workers[label] = run_worker(
+        run, workload, label, custom_topic, events, args.timeout, args.workers
+    )
+
+
 def measure_workload(
     run: Run, workload: str, events: int, args: argparse.Namespace, console: Console
 ) -> WorkloadResult:
@@ -875,9 +890,13 @@ def measure_workload(
         variants.append(("worker", args.workers))
     if args.also_two_workers:
         variants.append(("workers2", 2))
+    if args.custom_share and args.custom_first:  # the other order, against warm-up effects
+        run_custom_types(run, workload, events, args, result, step)
     for label, processes in variants:
         step(f"{label}: {processes} worker process(es), exactly once")
         result.workers[label] = run_worker(run, workload, label, topic, events, timeout, processes)
+    if args.custom_share and not args.custom_first:
+        run_custom_types(run, workload, events, args, result, step)
     if args.baseline_src:
         baseline_events = args.baseline_events or events
         baseline_topic = topic
@@ -924,6 +943,14 @@ def main(argv: list[str] | None = None) -> None:
         "--baseline-src", type=Path,
         help="also run the worker of this checkout (e.g. `git worktree add /work/wt-baseline"
         " 85c8524`), with its own schema, in its own database",
+    )  # fmt: skip
+    parser.add_argument(
+        "--custom-share", type=float, default=0.0,
+        help="also run the worker on the same events with this share of custom outcome types",
+    )  # fmt: skip
+    parser.add_argument(
+        "--custom-first", action="store_true",
+        help="run the --custom-share worker before the plain one (the other order)",
     )  # fmt: skip
     parser.add_argument(
         "--baseline-events", type=int, help="events for the baseline worker (default --events)"

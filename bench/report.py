@@ -3,7 +3,7 @@
 A figure is one measured number, optionally with the ceiling it is judged against (measured
 in the same run, on the same machine) and targets on the value or on value/ceiling. The JSON
 written to ``bench/results/<name>.json`` carries the figures, the parameters, the command line
-and what the machine was, so a number in the README can always be traced to its run.
+and what the machine was, so a number in docs/performance.md can always be traced to its run.
 """
 
 from __future__ import annotations

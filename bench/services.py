@@ -2,49 +2,41 @@
 
 Servers come from ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` / ``REDIS_URL`` when set
 (``DATABASE_URL`` must be allowed to create databases), else they are started embedded
-from their wheels (``cli.embedded``) under a temporary directory and stopped at the end.
+from their wheels (``embedded.servers``) under a temporary directory and stopped at the end.
 Embedded Postgres runs with its normal, durable settings (fsync on): a benchmark measures
 the product, not a throwaway test cluster.
 
 The worker and the API run as the same CLI commands docker-compose runs, as subprocesses
-with the environment ``core.config.to_env`` gives (as tests/support.py does).
+with the environment ``embedded.processes.service_env`` gives (as tests/support.py does).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
-import httpx
 from redis.asyncio import Redis
 
 from bench.report import listening_pids, pids_named
-from bench.synthetic import Catalog
-from cli.embedded import EmbeddedServers, embedded_servers, free_port
-from cli.topics import ensure_topics, service_topics
-from core.config import Settings, to_env
+from cli.synthetic import Catalog
+from core.config import Settings
 from core.db import create_pool
-
-_SERVICE_ENV_PREFIXES = (
-    "INTERACTION_SUMMARY_",
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "DATABASE_URL",
-    "REDIS_URL",
+from embedded.isolation import isolated_settings
+from embedded.processes import (
+    Process,
+    answers_health,
+    cli_argv,
+    free_port,
+    service_env,
+    wait_ready,
 )
-
+from embedded.servers import EmbeddedServers, embedded_servers
 
 # The bootstrap address of runs that need no broker (nothing connects to it).
 _NO_KAFKA = "unused:9"
@@ -92,7 +84,7 @@ def server_pids(servers: EmbeddedServers) -> dict[str, list[int]]:
     the URL's port, else (Postgres only) every ``postgres`` process; empty when the server
     cannot be seen (another PID namespace, a container): its CPU is then not counted.
     """
-    started = {s.name: s.process.pid for s in servers.started}
+    started = {s.name: s.pid for s in servers.started if s.pid is not None}
     pids: dict[str, list[int]] = {}
     for name, started_as, url, default_port in (
         ("postgres", "postgres", servers.database_url, 5432),
@@ -109,17 +101,26 @@ def server_pids(servers: EmbeddedServers) -> dict[str, list[int]]:
     return pids
 
 
-async def server_versions(settings: Settings) -> dict[str, str]:
-    conn = await asyncpg.connect(settings.database_url)
+# The Postgres settings a result file records beside the server versions.
+_POSTGRES_SETTINGS = (
+    "shared_buffers",
+    "work_mem",
+    "max_parallel_workers_per_gather",
+    "max_wal_size",
+    "fsync",
+    "synchronous_commit",
+)
+
+
+async def server_versions(database_url: str, redis_url: str) -> dict[str, str]:
+    """The Postgres and Redis versions and the Postgres settings that shape the figures."""
+    conn = await asyncpg.connect(database_url)
     try:
         pg = await conn.fetchval("SHOW server_version")
-        pg_settings = {
-            name: await conn.fetchval(f"SHOW {name}")
-            for name in ("shared_buffers", "work_mem", "max_parallel_workers_per_gather", "fsync")
-        }
+        pg_settings = {name: await conn.fetchval(f"SHOW {name}") for name in _POSTGRES_SETTINGS}
     finally:
         await conn.close()
-    redis = Redis.from_url(settings.redis_url)
+    redis = Redis.from_url(redis_url)
     try:
         info = await redis.info("server")
     finally:
@@ -131,121 +132,36 @@ async def server_versions(settings: Settings) -> dict[str, str]:
     }
 
 
-def _database_dsn(admin_dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{database}"))
-
-
 @contextlib.asynccontextmanager
 async def fresh_settings(
     servers: EmbeddedServers, name: str, work_dir: Path, *, topics: bool = True, **overrides: Any
 ) -> AsyncIterator[Settings]:
-    """Settings with a migrated database, Redis prefix, topics and group of their own.
-
-    The database is dropped and the keys deleted on exit.
-    """
-    uid = uuid.uuid4().hex[:8]
-    database = f"bench_{name}_{uid}"
-    admin = await asyncpg.connect(servers.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await admin.close()
-    values: dict[str, Any] = {
-        "kafka_bootstrap_servers": servers.kafka_bootstrap,
-        "database_url": _database_dsn(servers.database_url, database),
-        "redis_url": servers.redis_url,
-        "topic": f"bench-{name}-{uid}",
-        "dlq_topic": f"bench-{name}-{uid}.dlq",
-        "consumer_group": f"bench-{name}-{uid}",
-        "redis_prefix": f"bench-{name}-{uid}",
-        "worker_metrics_port": 0,
-        "worker_data_dir": work_dir / f"worker-{uid}",
-        # A benchmark measures capacity from one key and one address: rate limits would cap it.
-        "api_rate_limit_per_key": "",
-        "api_rate_limit_per_address": "",
-    }
-    settings = Settings(**{**values, **overrides})
-    try:
-        pool = await create_pool(settings.database_url, min_size=1, max_size=1)  # migrates
-        await pool.close()
-        if topics:
-            await ensure_topics(settings.kafka_bootstrap_servers, service_topics(settings))
+    """``embedded.isolation.isolated_settings`` labelled ``bench_<name>``, without rate limits:
+    a benchmark measures capacity from one key and one address, and limits would cap it."""
+    async with isolated_settings(
+        servers,
+        work_dir,
+        label=f"bench_{name}",
+        topics=topics,
+        **{
+            "api_rate_limit_per_key": "",
+            "api_rate_limit_per_producer_key": "",
+            "api_rate_limit_per_address": "",
+            **overrides,
+        },
+    ) as settings:
         yield settings
-    finally:
-        await _forget(servers, settings, database)
 
 
-async def _forget(servers: EmbeddedServers, settings: Settings, database: str) -> None:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        batch = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=5000)]
-        for i in range(0, len(batch), 5000):
-            await redis.unlink(*batch[i : i + 5000])
-    finally:
-        await redis.aclose()
-    admin = await asyncpg.connect(servers.database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-def service_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
-    env.update(to_env(settings))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@dataclass
-class Service:
+def _spawn(name: str, args: list[str], settings: Settings, log_dir: Path) -> Process:
     """A worker or API subprocess (``python -m cli <command>``) logging to a file."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    url: str = ""
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _spawn(name: str, args: list[str], settings: Settings, log_dir: Path) -> Service:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli", *args],
-            env=service_env(settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    return Service(name, process, log_path)
+    return Process(
+        name, cli_argv(*args), log_dir / f"{name}.log", env=service_env(settings)
+    ).start()
 
 
 @contextlib.contextmanager
-def worker(settings: Settings, log_dir: Path) -> Iterator[Service]:
+def worker(settings: Settings, log_dir: Path) -> Iterator[Process]:
     """``interaction-summary worker``, stopped (SIGTERM) on exit."""
     service = _spawn("worker", ["worker", "--loglevel", "warning"], settings, log_dir)
     try:
@@ -255,7 +171,7 @@ def worker(settings: Settings, log_dir: Path) -> Iterator[Service]:
 
 
 @contextlib.asynccontextmanager
-async def api(settings: Settings, log_dir: Path, wait: float = 60.0) -> AsyncIterator[Service]:
+async def api(settings: Settings, log_dir: Path, wait: float = 60.0) -> AsyncIterator[Process]:
     """``interaction-summary api`` on a free port, yielded once GET /health answers."""
     port = free_port()
     service = _spawn(
@@ -263,24 +179,10 @@ async def api(settings: Settings, log_dir: Path, wait: float = 60.0) -> AsyncIte
     )
     service.url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_healthy(service, wait)
+        wait_ready(service, lambda: answers_health(service.url), wait)
         yield service
     finally:
         service.stop()
-
-
-async def _wait_healthy(service: Service, wait: float) -> None:
-    deadline = time.monotonic() + wait
-    async with httpx.AsyncClient(base_url=service.url, timeout=2.0) as client:
-        while True:
-            if not service.running:
-                raise RuntimeError(f"api exited while starting:\n{service.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get("/health")).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"api not healthy after {wait:.0f}s:\n{service.log_tail()}")
-            await asyncio.sleep(0.1)
 
 
 async def viewer_key(settings: Settings, tenant: str = "default") -> str:

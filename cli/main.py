@@ -39,8 +39,12 @@ keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
 catalog_app = typer.Typer(
     help="Manage the catalog (actions, treatments, channels).", no_args_is_help=True
 )
+outcome_types_app = typer.Typer(
+    help="Manage the tenant's custom outcome types.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(outcome_types_app, name="outcome-types")
 
 console = Console()
 errors = Console(stderr=True)
@@ -58,6 +62,9 @@ def up(
         float, typer.Option(help="events per second of the demo producer")
     ] = 200.0,
     api_port: Annotated[int, typer.Option(help="preferred API port (a free one if taken)")] = 8000,
+    demo_history: Annotated[
+        int, typer.Option(help="events of the last 30 days the demo publishes before going live")
+    ] = 30_000,
 ) -> None:
     """Run the whole stack in the foreground: broker, Postgres, Redis, worker, API.
 
@@ -68,7 +75,7 @@ def up(
     from core.logs import configure_logging
 
     configure_logging("WARNING")  # interactive: the live table tells the rest; parts log to files
-    options = StackOptions(state_dir.resolve(), demo, demo_rate, api_port)
+    options = StackOptions(state_dir.resolve(), demo, demo_rate, api_port, demo_history)
     raise typer.Exit(run_up(options, console))
 
 
@@ -138,9 +145,9 @@ def worker(
     ] = None,
 ) -> None:
     """Run the stream worker: migrations first, then the topics if missing, then consume."""
-    from cli.topics import ensure_topics, service_topics
     from core.db import SchemaError
     from core.logs import configure_logging
+    from streams.topics import ensure_topics, service_topics
 
     settings = get_settings()
     configure_logging(loglevel or settings.log_level)
@@ -371,6 +378,34 @@ def catalog_load(
         f"loaded {len(document.actions)} actions, {len(document.treatments)} treatments,"
         f" {len(document.channels)} channels for tenant {tenant!r}"
     )
+
+
+@outcome_types_app.command("load")
+def outcome_types_load(
+    file: Annotated[Path, typer.Argument(help='JSON: {"outcomeTypes": [{key, name, ...}]}')],
+    tenant: Annotated[str, typer.Option(help="the tenant the types belong to")] = "default",
+) -> None:
+    """Create or replace custom outcome types (answers apply them within a second)."""
+    from pydantic import ValidationError
+
+    from api.outcome_types import OutcomeTypesDocument, SystemTypeError, TooManyTypes, load_types
+
+    try:
+        document = OutcomeTypesDocument.model_validate_json(file.read_bytes())
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {file}: {exc.strerror}") from None
+    except ValidationError as exc:
+        errors.print(f"{file} is not a valid outcome-types file:\n{exc}")
+        raise typer.Exit(1) from None
+    from core.logs import audit
+
+    try:
+        loaded = _with_pool(lambda pool: load_types(pool, document, tenant))
+    except (SystemTypeError, TooManyTypes) as exc:
+        errors.print(f"{file}: {exc}")
+        raise typer.Exit(1) from None
+    audit("outcome_types.load", _cli_actor(), tenant=tenant, types=loaded)
+    console.print(f"loaded {loaded} outcome types for tenant {tenant!r}")
 
 
 @app.command()

@@ -48,7 +48,7 @@ def synthetic_messages(
     seed: int, catalog_seed: int, backfill_days: float, clock: Callable[[], datetime]
 ) -> Iterator[Message]:
     """Endless seeded synthetic events, stamped up to ``backfill_days`` before ``clock()``."""
-    from bench.synthetic import SyntheticEvents, encode, make_catalog
+    from cli.synthetic import SyntheticEvents, encode, make_catalog
 
     events = SyntheticEvents(seed, clock(), catalog=make_catalog(catalog_seed), days=backfill_days)
     while True:

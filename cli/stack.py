@@ -1,8 +1,9 @@
 """``interaction-summary up``: the whole stack in the foreground, from wheels only.
 
 Order: broker, Postgres, Redis (each skipped when its URL is given by environment), topics,
-schema and a viewer key, then the worker, the API and, with ``--demo``, a catalog and a
-synthetic producer. ``stack.json`` in the state directory tells scripts where everything is.
+schema and a viewer key, then the worker, the API and, with ``--demo``, a catalog, the last
+30 days of synthetic history (so periods, rolling windows and the events-per-day chart show a
+living month on first look) and a live synthetic producer. ``stack.json`` in the state directory tells scripts where everything is.
 Shutdown (Ctrl-C or SIGTERM) runs in reverse order; every child also dies with this process.
 With the embedded broker (it keeps its log in memory), the shutdown first stops the demo
 producer, then waits for the worker to count what the topic still holds (a second Ctrl-C
@@ -17,7 +18,6 @@ import json
 import os
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +30,17 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from cli import embedded
-from cli.embedded import ServerProcess, free_port
-from cli.topics import ensure_topics, service_topics
-from core.config import Settings, get_settings, to_env
+from core.config import Settings, get_settings
+from embedded import servers as embedded
+from embedded.processes import (
+    Process,
+    answers_health,
+    cli_argv,
+    free_port,
+    service_env,
+    wait_ready,
+)
+from streams.topics import ensure_topics, service_topics
 
 DATABASE_NAME = "interaction_summary"
 # How long a shutdown waits for the worker to count what the embedded broker still holds.
@@ -47,6 +54,7 @@ class StackOptions:
     demo: bool = False
     demo_rate: float = 200.0
     api_port: int = DEFAULT_PORTS["api"]
+    demo_history_events: int = 30_000
 
 
 @dataclass
@@ -55,7 +63,7 @@ class Stack:
 
     options: StackOptions
     console: Console
-    processes: list[ServerProcess] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
     settings: Settings | None = None
     info: dict[str, str] = field(default_factory=dict)
 
@@ -116,6 +124,11 @@ class Stack:
         self.step("Worker", lambda: self._service("worker", ["worker"], settings))
         self.step("API", lambda: self._api(settings))
         if self.options.demo:
+            events = self.options.demo_history_events
+            self.step(
+                f"Demo history ({DEMO_HISTORY_DAYS} d)",
+                lambda: asyncio.run(_publish_demo_history(settings, events)),
+            )
             rate = self.options.demo_rate
             argv = ["produce", "--rate", f"{rate:g}", "--quiet"]
             self.step(
@@ -155,17 +168,15 @@ class Stack:
 
     def _service(self, name: str, args: list[str], settings: Settings, note: str = "") -> str:
         log = self.logs / f"{name}.log"
-        env = {**os.environ, **to_env(settings), "PYTHONUNBUFFERED": "1"}
-        argv = [sys.executable, "-m", "cli", *args]
-        process = embedded.spawn(name, note, argv, log, env=env)
+        process = Process(name, cli_argv(*args), log, env=service_env(settings), url=note).start()
         self.processes.append(process)
-        return note or f"pid {process.process.pid}"
+        return note or f"pid {process.pid}"
 
     def _api(self, settings: Settings) -> str:
         url = f"http://{settings.api_host}:{settings.api_port}"
         self._service("api", ["api", "--log-level", "warning"], settings)
         api = self.processes[-1]
-        embedded.wait_ready(api, lambda: _healthy(url), timeout=60)
+        wait_ready(api, lambda: answers_health(url), timeout=60)
         self.info["api_url"] = url
         return f"{url}  [dim](docs /docs, dashboard /dashboard)[/]"
 
@@ -209,7 +220,7 @@ class Stack:
                     live.stop()
                     for process in dead:
                         self.console.print(
-                            f"[red]✗ {process.name} exited with code {process.process.returncode}[/];"
+                            f"[red]✗ {process.name} exited with code {process.returncode}[/];"
                             f" last lines of {process.log_path}:\n{process.log_tail(30)}"
                         )
                     return 1
@@ -223,7 +234,7 @@ class Stack:
         table.add_column("address / pid")
         for process in self.processes:
             state = "[green]running[/]" if process.running else "[red]stopped[/]"
-            table.add_row(process.name, state, process.url or str(process.process.pid))
+            table.add_row(process.name, state, process.url or str(process.pid))
         numbers = (
             f"in {metrics.get('interactions_in_total', 0):,.0f}  "
             f"counted {metrics.get('interactions_counted_total', 0):,.0f}  "
@@ -376,13 +387,6 @@ def _redact(url: str) -> str:
     return url
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _scrape(url: str) -> dict[str, float]:
     """Sum of each worker metric over its labels; empty while the worker is not serving yet."""
     try:
@@ -428,7 +432,7 @@ async def _migrate_and_create_key(settings: Settings) -> tuple[list[str], str]:
 
 async def _load_demo_catalog(settings: Settings) -> str:
     from api.catalog import CatalogDocument, load_catalog
-    from bench.synthetic import make_catalog
+    from cli.synthetic import make_catalog
 
     document = CatalogDocument.model_validate(make_catalog(DEMO_CATALOG_SEED).document())
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
@@ -444,6 +448,28 @@ async def _load_demo_catalog(settings: Settings) -> str:
 
 # The demo producer draws its events from this catalog: the API shows their names.
 DEMO_CATALOG_SEED = 0
+# How far back the demo's history reaches: a month, so the current month and every rolling
+# window up to 30 days hold events from the first look on.
+DEMO_HISTORY_DAYS = 30.0
+
+
+async def publish_demo_history(
+    settings: Settings, events: int, seed: int, days: float = DEMO_HISTORY_DAYS
+) -> int:
+    """Publish ``events`` synthetic events of the demo catalog, stamped uniformly over the
+    ``days`` before now; returns how many the broker acknowledged."""
+    from cli import produce as producing
+
+    messages = producing.synthetic_messages(seed, DEMO_CATALOG_SEED, days, producing.utc_now)
+    stats = await producing.publish(
+        settings.kafka_bootstrap_servers, settings.topic, producing.paced(messages, 0, events)
+    )
+    return stats.acknowledged
+
+
+async def _publish_demo_history(settings: Settings, events: int) -> str:
+    acknowledged = await publish_demo_history(settings, events, random_seed())
+    return f"{acknowledged:,} events over the last {DEMO_HISTORY_DAYS:g} days"
 
 
 def random_seed() -> int:

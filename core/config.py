@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("is", description="namespace of every Redis key this service owns")
 
     batch_max_events: int = Field(5000, ge=1)
+    # Bytes of message values the worker buffers between the reader and the committer (and
+    # most in one batch): with messages up to the broker's 1 MiB, a count alone would allow
+    # gigabytes. One message larger than this still passes, alone.
+    batch_max_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    # Redis (streams/redis_sink.py, core/mirror.py): rows per resync chunk; the most batches
+    # the outbox holds for a Redis that is away (past it they are dropped and Redis is resynced
+    # from Postgres when it is back); how often a sample of current buckets is compared.
+    redis_resync_chunk_rows: int = Field(5000, ge=1)
+    redis_outbox_max_batches: int = Field(10_000, ge=1)
+    redis_reconcile_seconds: float = Field(10.0, ge=0, description="0 disables reconciliation")
+    redis_reconcile_groups: int = Field(100, ge=1)
     future_tolerance_seconds: int = Field(300, ge=0)
 
     worker_metrics_port: int = Field(9108, ge=0, description="0 disables the worker's /metrics")
@@ -46,8 +57,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_key_cache_seconds: float = Field(2.0, ge=0)
+    # How often the API re-reads which Redis state Postgres vouches for (core/mirror.py).
+    api_redis_check_seconds: float = Field(0.5, ge=0)
     catalog_refresh_seconds: float = Field(1.0, ge=0)
-    # Bounds on what one request may cost (README "Security").
+    # Bounds on what one request may cost (docs/operations.md "Security").
     api_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     api_rate_limit_per_key: str = "100/second;3000/minute"
     # A producer key is a machine posting events, not a dashboard: its own, larger budget.

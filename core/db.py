@@ -9,6 +9,11 @@ from importlib import resources
 import asyncpg
 from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
+# What a store that is down or refusing looks like to a caller: a connection that fails
+# (OSError), an error Postgres reports, or a connection the driver lost. One definition for
+# every reader that answers 503 or falls back instead of failing.
+STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
 log = logging.getLogger(__name__)
 
 # Serialises concurrent migrators (a worker and the API starting together).

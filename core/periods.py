@@ -1,11 +1,11 @@
 """Pure UTC period bucketing: which daily, weekly, monthly and all-time bucket holds an instant.
 
-No clock is read here; callers pass ``now`` in.
+No clock is read here; callers pass ``now`` in. What a summary request covers is
+core/ranges.py; which buckets Redis keeps is core/hot.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -102,85 +102,5 @@ def _days_after(day: date, days: int) -> date | None:
     return day + timedelta(days=days) if (date.max - day).days >= days else None
 
 
-def period_for_days(days: int) -> Period:
-    """The seed API's mapping of a ``days`` parameter to a period type."""
-    if days <= 1:
-        return Period.DAILY
-    if days <= 7:
-        return Period.WEEKLY
-    if days <= 31:
-        return Period.MONTHLY
-    return Period.ALLTIME
-
-
-@dataclass(frozen=True, slots=True)
-class TimeRange:
-    """What a summary covers: the bucket(s) to read and the equivalent event-time range.
-
-    ``first_day``/``last_day`` are inclusive bucket starts; ``start``/``end`` are the
-    half-open instant range ``[start, end)`` used to aggregate raw history (``end`` is None
-    for all-time: no upper bound).
-    """
-
-    period: Period
-    rolling: bool
-    first_day: date
-    last_day: date
-    start: datetime
-    end: datetime | None
-
-
-def _midnight(day: date) -> datetime:
+def midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
-
-
-def summary_range(days: int, rolling: bool, now: datetime) -> TimeRange:
-    """The range a summary for ``days`` covers at ``now``.
-
-    ``window=period``: the current calendar period of the mapped type.
-    ``window=rolling``: exactly the last ``days`` UTC days including today, from daily buckets.
-    """
-    today = now.astimezone(UTC).date()
-    if rolling:
-        first = today - timedelta(days=days - 1) if days - 1 < (today - date.min).days else date.min
-        tomorrow = next_bucket_start(Period.DAILY, today)
-        end = _midnight(tomorrow) if tomorrow else None
-        return TimeRange(Period.DAILY, True, first, today, _midnight(first), end)
-    period = period_for_days(days)
-    start = bucket_start(period, today)
-    nxt = next_bucket_start(period, start)
-    return TimeRange(period, False, start, start, _midnight(start), _midnight(nxt) if nxt else None)
-
-
-# Redis keeps a bucket until a day after the bucket ends: long enough for late events and for
-# readers of the just-finished period, short enough that the hot model stays small.
-REDIS_GRACE = timedelta(days=1)
-
-
-def redis_expiry(period: Period, start: date) -> datetime | None:
-    """When Redis may forget the bucket starting at ``start``; None: keep forever (all-time,
-    and the last buckets of the calendar, whose end plus grace is past 9999-12-31)."""
-    nxt = next_bucket_start(period, start)
-    if period is Period.ALLTIME or nxt is None or nxt > date.max - REDIS_GRACE:
-        return None
-    return _midnight(nxt) + REDIS_GRACE
-
-
-def oldest_kept_starts(now: datetime) -> dict[Period, date]:
-    """The earliest bucket start of each bounded period that Redis still keeps at ``now``.
-
-    Bucket expiry grows with the start, so these bounds select exactly the buckets for which
-    ``redis_expiry`` is in the future; statements take them as parameters.
-    """
-    today = now.astimezone(UTC).date()
-    bounds = {}
-    for period in (Period.DAILY, Period.WEEKLY, Period.MONTHLY):
-        start = bucket_start(period, today)
-        while start > date.min:
-            earlier = bucket_start(period, start - timedelta(days=1))
-            expires = redis_expiry(period, earlier)
-            if expires is not None and expires <= now:
-                break
-            start = earlier
-        bounds[period] = start
-    return bounds

@@ -2,7 +2,7 @@
 
 The API faces the internet, so it runs best as a role that can read the counters and history
 and write only API keys and the catalog: no DDL, no TRUNCATE, no writes to counters or
-history. The README's "Security" section shows these statements (a test checks they agree).
+history. docs/operations.md, "Security", shows these statements (a test checks they agree).
 """
 
 from __future__ import annotations
@@ -12,24 +12,28 @@ import re
 import asyncpg
 
 # Tables the API reads and never writes.
-API_READS = ("schema_migrations", "interaction_bucket", "distinct_seen", "interaction_history")
-# Tables the API writes: keys (POST/DELETE /api/v1/keys) and the catalog (PUT /api/v1/catalog).
-API_WRITES = ("api_key", "catalog_action", "catalog_treatment", "catalog_channel")
+API_READS = (
+    "schema_migrations", "interaction_bucket", "distinct_seen", "interaction_history",
+    "interaction_bucket_outcome", "redis_mirror",
+)  # fmt: skip
+# Tables the API writes: keys (POST/DELETE /api/v1/keys), the catalog (PUT /api/v1/catalog)
+# and the outcome types (/api/v1/outcome-types).
+API_WRITES = ("api_key", "catalog_action", "catalog_treatment", "catalog_channel", "outcome_type")
 # Erasure of a customer (DELETE /api/v1/customers/{id}, streams/erasure.py) deletes history,
 # keeps the erased ids, subtracts from the counters and hands Redis the deltas through the
 # outbox. The API's role does not get these by default (it never writes counters or history):
-# an operator who wants erasure served by the API grants them (README "Security"); without
+# an operator who wants erasure served by the API grants them (docs/operations.md); without
 # them the endpoint answers 403 ERASURE_NOT_PERMITTED. A narrower way would be a SECURITY
 # DEFINER function doing the erasure, granted alone.
 ERASURE_GRANTS = (
     "GRANT DELETE ON interaction_history",
     "GRANT INSERT ON erased_event",
-    "GRANT INSERT, UPDATE, DELETE ON interaction_bucket, distinct_seen",
+    "GRANT INSERT, UPDATE, DELETE ON interaction_bucket, interaction_bucket_outcome, distinct_seen",
     "GRANT SELECT, INSERT, DELETE ON redis_outbox",
     "GRANT USAGE ON SEQUENCE redis_batch_id",
 )
 # Version sequences: read to notice changes, bumped on writes (nextval needs USAGE).
-API_SEQUENCES = ("catalog_version", "api_key_version")
+API_SEQUENCES = ("catalog_version", "api_key_version", "outcome_type_version")
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -20,7 +22,7 @@ from core.db import create_pool
 from core.logs import JsonFormatter, logging_config
 from streams import dead_letters as dlq
 from streams.exits import EXIT_CONFIG, stop_worker
-from streams.metrics import CONSUMER_LAG
+from streams.metrics import CONSUMER_LAG, LOG_REWOUND
 from streams.pipeline import (
     BatchProcessor,
     DeadLetter,
@@ -28,7 +30,9 @@ from streams.pipeline import (
     RawMessage,
     postgres_error_kind,
 )
+from streams.positions import went_backwards
 from streams.redis_sink import RedisSink
+from streams.topics import service_topics
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,9 @@ class LeanMonitor(Monitor):  # type: ignore[misc]
     metrics count batches."""
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
-        return None
+        # when it was fetched: a message of a log read again from the start is told apart
+        # from the old log's messages still in the buffers (see _acknowledge)
+        message.time_in = time.monotonic()
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
         return None
@@ -59,7 +65,7 @@ class LeanMonitor(Monitor):  # type: ignore[misc]
 
 
 def create_app(settings: Settings) -> faust.App:
-    # Consumer settings: see README "Throughput" for how each was measured.
+    # Consumer settings: see docs/performance.md for how each was measured.
     return faust.App(
         settings.consumer_group,
         broker=kafka_url(settings.kafka_bootstrap_servers),
@@ -83,15 +89,23 @@ def create_app(settings: Settings) -> faust.App:
 
 settings = get_settings()
 app = create_app(settings)
+_interactions_topic, _dead_letters_topic = service_topics(settings)
 interactions = app.topic(
-    settings.topic,
+    _interactions_topic.name,
     key_serializer="raw",
     value_serializer="raw",
-    partitions=settings.topic_partitions,
+    partitions=_interactions_topic.num_partitions,
 )
-dead_letters = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+dead_letters = app.topic(
+    _dead_letters_topic.name,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=_dead_letters_topic.num_partitions,
+)
 # Between the agent (reader) and the committer; the lag timer tells it about a backlog.
-_batches: GroupCommit[Any] = GroupCommit(settings.batch_max_events)
+_batches: GroupCommit[Any] = GroupCommit(
+    settings.batch_max_events, max_bytes=settings.batch_max_bytes, size=lambda e: _size(e)
+)
 
 
 class _Worker:
@@ -114,9 +128,12 @@ async def _open_processor() -> BatchProcessor:
     await dead_letters.maybe_declare()
     return BatchProcessor(
         pool,
-        RedisSink(redis, settings.redis_prefix),
+        RedisSink(redis, settings.redis_prefix, settings.redis_resync_chunk_rows),
         send_dead_letters,
         timedelta(seconds=settings.future_tolerance_seconds),
+        outbox_max_batches=settings.redis_outbox_max_batches,
+        reconcile_seconds=settings.redis_reconcile_seconds,
+        reconcile_groups=settings.redis_reconcile_groups,
     )
 
 
@@ -161,6 +178,12 @@ def _stop_if_failed(committer: asyncio.Future[None]) -> None:
         )
 
 
+def _size(event: Any) -> int:
+    """Bytes a buffered event holds: its key and value."""
+    message = event.message
+    return len(message.key or b"") + len(message.value or b"")
+
+
 def _raw(event: Any) -> RawMessage:
     message = event.message
     # Faust gives the broker's record timestamp in epoch seconds (absent: None or <= 0).
@@ -177,7 +200,7 @@ async def count_interactions(stream: Any) -> None:
     events = stream.noack()
     batches = _batches
     processor = await _Worker.get()
-    committer = asyncio.ensure_future(processor.run(batches, _raw, events.ack))
+    committer = asyncio.ensure_future(processor.run(batches, _raw, partial(_acknowledge, events)))
     committer.add_done_callback(_stop_if_failed)  # an error there stops the worker at once
     try:
         async for event in events.events():
@@ -203,17 +226,58 @@ async def keep_redis_exact() -> None:
     await processor.keep_redis_exact()
 
 
+# Partition -> when it was last read again from the start (time.monotonic()).
+_rewound_at: dict[Any, float] = {}
+
+
+async def _acknowledge(stream: Any, event: Any) -> bool:
+    """Acknowledge a counted event, unless it was fetched from a log that has since been read
+    again from the start: its offset belongs to the old log, and committing it could skip
+    messages of the new one (it is counted all the same, by id)."""
+    message = event.message
+    rewound = _rewound_at.get(message.tp)
+    if rewound is not None and (message.time_in or 0.0) < rewound:
+        message.acked = True  # done with it, without recording its offset
+        app.consumer._unacked_messages.discard(message)
+        return False
+    return bool(await stream.ack(event))
+
+
+async def _rewind(consumer: Any, tp: Any, log_end: int) -> None:
+    """Read ``tp`` again from the start, forgetting Faust's positions of the old log."""
+    log.warning(
+        "partition log went backwards, reading it again from the start"
+        " topic=%s partition=%d log_end=%d committed=%s last_read=%s",
+        tp.topic,
+        tp.partition,
+        log_end,
+        consumer._committed_offset.get(tp),
+        consumer._read_offset.get(tp),
+    )
+    for offsets in (consumer._acked, consumer._acked_index, consumer._gap):
+        offsets.pop(tp, None)
+    consumer._committed_offset[tp] = None
+    await consumer.seek(tp, 0)
+    _rewound_at[tp] = time.monotonic()
+    LOG_REWOUND.labels(str(tp.partition)).inc()
+
+
 @app.timer(interval=1.0)
 async def report_consumer_lag() -> None:
     """Messages between each partition's end (as last fetched) and our read position; more
-    than a batch behind in all, the committer waits for full batches (a backlog)."""
+    than a batch behind in all, the committer waits for full batches (a backlog). A partition
+    whose end is below where we already were is read again from the start
+    (streams/positions.py)."""
     consumer = app.consumer
     behind = 0
     for tp in consumer.assignment():
         if tp.topic != settings.topic:
             continue
-        position = await consumer.position(tp)
         highwater = consumer.highwater(tp)
+        committed, last_read = consumer._committed_offset.get(tp), consumer._read_offset.get(tp)
+        if went_backwards(highwater, committed, last_read):
+            await _rewind(consumer, tp, highwater)
+        position = await consumer.position(tp)
         if position is not None and highwater is not None:
             lag = max(highwater - position, 0)
             CONSUMER_LAG.labels(str(tp.partition)).set(lag)
@@ -229,7 +293,7 @@ async def serve_metrics() -> None:
 
 class WorkerLogFormatter(JsonFormatter):
     """JSON lines (core.logs) with Faust's own rendering of log arguments, e.g. an assignment's
-    partitions as the table operators (and tests/integration/faults.py) read."""
+    partitions as the table operators (and tests/integration/consumption.py) read."""
 
     _format_args = ExtensionFormatter._format_args
     format_arg = ExtensionFormatter.format_arg

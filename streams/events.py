@@ -5,19 +5,20 @@ Pure: the caller passes ``now`` (used for the "not in the future" rule).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-KNOWN_TYPES: tuple[str, ...] = ("impression", "click", "dismiss", "accept", "convert")
+from core.schema import SYSTEM_TYPES, TYPE_KEY, TYPE_KEY_PATTERN
+
+# The types with a counter of their own (every other valid type is counted per type too).
+KNOWN_TYPES: tuple[str, ...] = SYSTEM_TYPES
 DEFAULT_TENANT = "default"
 # Who started the contact: the customer (inbound) or the business (outbound).
 DIRECTIONS: tuple[str, ...] = ("inbound", "outbound")
 
-_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ID_MAX = 128
 _TENANT_MAX = 64
 # The fields parse_event reads; anything else in a message is ignored.
@@ -90,8 +91,8 @@ def _text(doc: dict[str, Any], name: str, max_len: int, *, required: bool) -> st
 def _event_type(doc: dict[str, Any]) -> str:
     value = _text(doc, "type", 32, required=True)
     assert value is not None
-    if not _TYPE_PATTERN.fullmatch(value):
-        raise Rejected(f"field 'type' must match [a-z][a-z0-9_]{{0,31}}, got {value!r}")
+    if not TYPE_KEY.fullmatch(value):
+        raise Rejected(f"field 'type' must match {TYPE_KEY_PATTERN}, got {value!r}")
     return value
 
 

@@ -9,18 +9,20 @@ batch's marker in Redis (core/keys.applied_key) fences any replay.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import asyncpg
 
 from core.db import Connection
+from core.mirror import new_epoch
 from core.periods import Period
 
 
 @dataclass(frozen=True, slots=True)
 class HotBucket:
-    """A bucket's deltas for Redis: ``counts[i]`` (COUNTERS order) of ``groups[i]``."""
+    """A bucket's deltas for Redis: ``counts[i]`` (COUNTERS order) of ``groups[i]``, and
+    ``outcome_counts[j]`` events of custom type ``outcome_types[j]`` of ``outcome_groups[j]``."""
 
     tenant_id: str
     dimension: str
@@ -28,6 +30,9 @@ class HotBucket:
     start: date
     groups: list[str]
     counts: list[list[int]]
+    outcome_groups: list[str] = field(default_factory=list)
+    outcome_types: list[str] = field(default_factory=list)
+    outcome_counts: list[int] = field(default_factory=list)
 
 
 def hot_bucket(row: asyncpg.Record) -> HotBucket:
@@ -38,17 +43,32 @@ def hot_bucket(row: asyncpg.Record) -> HotBucket:
         row["bucket_start"],
         row["groups"],
         row["counts"],
+        row["outcome_groups"] or [],
+        row["outcome_types"] or [],
+        row["outcome_counts"] or [],
     )
 
 
 _SELECT_BATCHES = """
-SELECT batch_id, tenant_id, dimension, period, bucket_start, groups, counts
+SELECT batch_id, tenant_id, dimension, period, bucket_start, groups, counts,
+       outcome_groups, outcome_types, outcome_counts
 FROM redis_outbox
 WHERE batch_id IN (SELECT DISTINCT batch_id FROM redis_outbox ORDER BY batch_id LIMIT $1)
 ORDER BY batch_id
 """
 _SELECT_BATCH_IDS = "SELECT DISTINCT batch_id FROM redis_outbox"
-_DELETE_BATCHES = "DELETE FROM redis_outbox WHERE batch_id = ANY($1::int8[])"
+# Deleted batches count as confirmed in Redis's epoch ($2, the one they were applied under):
+# a Redis of that epoch counting fewer applied batches lost some (core/mirror.py).
+_DELETE_BATCHES = """
+WITH gone AS (DELETE FROM redis_outbox WHERE batch_id = ANY($1::int8[]) RETURNING batch_id)
+UPDATE redis_mirror SET confirmed = confirmed + (SELECT count(DISTINCT batch_id) FROM gone)
+WHERE epoch = $2
+"""
+_STILL_PENDING = "SELECT DISTINCT batch_id FROM redis_outbox WHERE batch_id = ANY($1::int8[])"
+_DISCARD = """
+WITH gone AS (DELETE FROM redis_outbox RETURNING batch_id)
+SELECT count(DISTINCT batch_id) FROM gone
+"""
 _COUNT_BATCHES = "SELECT count(DISTINCT batch_id) FROM redis_outbox"
 
 
@@ -65,10 +85,24 @@ async def pending_ids(conn: Connection) -> list[int]:
     return [row[0] for row in await conn.fetch(_SELECT_BATCH_IDS)]
 
 
-async def forget(pool: asyncpg.Pool, batch_ids: Sequence[int]) -> None:
-    """Drop batches that Redis holds (their markers fence any replay)."""
+async def forget(pool: asyncpg.Pool, batch_ids: Sequence[int], epoch: str) -> None:
+    """Drop batches that Redis holds in ``epoch`` (their markers fence any replay)."""
     if batch_ids:
-        await pool.execute(_DELETE_BATCHES, list(batch_ids))
+        await pool.execute(_DELETE_BATCHES, list(batch_ids), epoch)
+
+
+async def still_pending(conn: Connection, batch_ids: Sequence[int]) -> list[int]:
+    """Those of ``batch_ids`` still in the outbox."""
+    return [row[0] for row in await conn.fetch(_STILL_PENDING, list(batch_ids))]
+
+
+async def discard(pool: asyncpg.Pool) -> int:
+    """Drop every batch (the outbox outgrew its bound while Redis was away) and start a new
+    epoch in the same transaction: no Redis is trusted again before a resync copies the
+    counts from Postgres. Returns how many batches were dropped."""
+    async with pool.acquire() as conn, conn.transaction():
+        await new_epoch(conn)
+        return int(await conn.fetchval(_DISCARD))
 
 
 async def backlog(pool: asyncpg.Pool) -> int:

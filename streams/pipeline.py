@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Generic, TypeVar
 
 import asyncpg
 
+from core.mirror import epoch_number, mirror_state
 from streams import metrics, outbox
 from streams.events import Interaction, Rejected, parse_event
 from streams.postgres_sink import WrittenBatch, own_shard, write_batch
@@ -98,46 +100,84 @@ T = TypeVar("T")
 
 class GroupCommit(Generic[T]):
     """A buffer between the reader and the committer: ``take`` returns everything that
-    arrived (at most ``max_items``) and waits only when nothing has; ``put`` waits while the
-    buffer is full.
+    arrived (at most ``max_items``, and at most ``max_bytes`` as measured by ``size``) and
+    waits only when nothing has; ``put`` waits while the buffer is full by either measure.
+    The byte bound holds the worker's memory to bytes, not message counts (a message larger
+    than ``max_bytes`` still passes, alone).
 
     With ``fill`` set (the reader is working through a backlog), ``take`` waits for a full
     batch, at most ``fill_seconds``: a full batch costs less per event in Postgres and Redis
     (more events share a bucket row), and with a backlog no event waits for it.
     """
 
-    def __init__(self, max_items: int, fill_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        max_items: int,
+        fill_seconds: float = 1.0,
+        max_bytes: int | None = None,
+        size: Callable[[T], int] | None = None,
+    ) -> None:
         self._max = max_items
+        self._max_bytes = max_bytes
+        self._size = size or (lambda item: 0)
         self._fill_seconds = fill_seconds
         self._items: list[T] = []
+        self._sizes: list[int] = []
+        self._bytes = 0
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self.fill = False
 
+    @property
+    def buffered_bytes(self) -> int:
+        return self._bytes
+
+    def _is_full(self) -> bool:
+        over_bytes = self._max_bytes is not None and self._bytes >= self._max_bytes
+        return len(self._items) >= self._max or (over_bytes and bool(self._items))
+
     async def put(self, item: T) -> None:
-        while len(self._items) >= self._max:
+        while self._is_full():
             self._room.clear()
             await self._room.wait()
+        size = self._size(item)
         self._items.append(item)
+        self._sizes.append(size)
+        self._bytes += size
         self._arrived.set()
-        if len(self._items) >= self._max:
+        if self._is_full():
             self._full.set()
 
     async def take(self) -> list[T]:
         await self._arrived.wait()
-        if self.fill and len(self._items) < self._max:
+        if self.fill and not self._is_full():
             self._full.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self._fill_seconds)
-        taken, self._items = self._items[: self._max], self._items[self._max :]
+        count = self._taking()
+        taken, self._items = self._items[:count], self._items[count:]
+        self._bytes -= sum(self._sizes[:count])
+        del self._sizes[:count]
         if not self._items:
             self._arrived.clear()
-        if len(self._items) < self._max:
+        if not self._is_full():
             self._full.clear()
         self._room.set()
         return taken
+
+    def _taking(self) -> int:
+        """How many items the next batch holds: up to both bounds, at least one."""
+        count = min(len(self._items), self._max)
+        if self._max_bytes is None:
+            return count
+        total = 0
+        for i, size in enumerate(self._sizes[:count]):
+            total += size
+            if total > self._max_bytes:
+                return max(i, 1)
+        return count
 
 
 def split_batch(
@@ -179,11 +219,19 @@ class BatchProcessor:
         redis_sink: RedisSink,
         send_dead_letters: DeadLetterSender,
         future_tolerance: timedelta,
+        outbox_max_batches: int = 10_000,
+        reconcile_seconds: float = 0.0,
+        reconcile_groups: int = 100,
     ) -> None:
         self._pool = pool
         self._redis = redis_sink
         self._send_dead_letters = send_dead_letters
         self._future_tolerance = future_tolerance
+        self._outbox_max_batches = outbox_max_batches
+        self._reconcile_seconds = reconcile_seconds
+        self._reconcile_groups = reconcile_groups
+        self._next_reconcile = time.monotonic() + reconcile_seconds
+        self._random = random.Random()
         self._mirroring: asyncio.Task[None] | None = None
         self._shard = own_shard()
 
@@ -216,6 +264,7 @@ class BatchProcessor:
             await self._dead_letter(rejected)
         written = await self._commit_isolating(accepted) if accepted else None
         metrics.BATCHES.inc()
+        metrics.LAST_COMMIT.set(time.time())
         metrics.BATCH_EVENTS.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         return written
@@ -230,6 +279,8 @@ class BatchProcessor:
             )
         await self._send_dead_letters(rejected)
         metrics.EVENTS_REJECTED.inc(len(rejected))
+        for letter in rejected:
+            metrics.DEAD_LETTERS.labels(metrics.reason_label(letter.reason)).inc()
 
     async def _commit_isolating(
         self, accepted: Sequence[tuple[Interaction, RawMessage]]
@@ -271,7 +322,7 @@ class BatchProcessor:
                 if postgres_error_kind(exc) != "transient":
                     raise
                 attempt += 1
-                metrics.STORE_RETRIES.labels("postgres").inc()
+                metrics.STORE_RETRIES.labels("postgres", metrics.retry_cause(exc)).inc()
                 delay = min(_MAX_BACKOFF_SECONDS, 0.1 * 2**attempt)
                 log.warning(
                     "postgres write failed attempt=%d retry_in=%.1fs error=%r", attempt, delay, exc
@@ -294,51 +345,120 @@ class BatchProcessor:
         """Apply to Redis now; on any Redis trouble the outbox keeps it for the catch-up loop."""
         if written.batch_id is None:
             return
+        epoch = self._redis.epoch
         try:
-            outcome = await self._redis.apply(written.batch_id, written.buckets)
-            if outcome != NOT_READY:
-                await outbox.forget(self._pool, [written.batch_id])
+            outcome = await self._redis.apply(written.batch_id, written.buckets, epoch)
+            if outcome != NOT_READY and epoch is not None:
+                await outbox.forget(self._pool, [written.batch_id], epoch)
         except Exception as exc:  # Redis or Postgres down: the outbox row stays for later.
-            metrics.STORE_RETRIES.labels("redis").inc()
+            metrics.STORE_RETRIES.labels("redis", metrics.retry_cause(exc)).inc()
             log.warning("redis apply deferred batch_id=%d error=%r", written.batch_id, exc)
 
     async def drain_outbox(self, limit: int = 50) -> int:
         """Apply every batch still in the outbox; returns how many were cleared.
 
-        Stops early when Redis is not ready: ``resync`` then brings it back.
+        Stops early when Redis is not current: ``resync`` then brings it back.
         """
+        epoch = self._redis.epoch
         batches = await outbox.pending(self._pool, limit)
         done: list[int] = []
         try:
             for batch_id, buckets in batches:
-                if await self._redis.apply(batch_id, buckets) == NOT_READY:
+                if await self._redis.apply(batch_id, buckets, epoch) == NOT_READY:
                     break
                 done.append(batch_id)
         finally:
-            await outbox.forget(self._pool, done)
-        metrics.OUTBOX_PENDING.set(len(batches) - len(done))
+            if epoch is not None:
+                await outbox.forget(self._pool, done, epoch)
         return len(done)
+
+    async def bound_outbox(self) -> None:
+        """Keep the outbox within its bound while Redis is away: past it, drop it all with a
+        new epoch (no Redis is trusted before a resync copies the counts from Postgres)."""
+        left = await outbox.backlog(self._pool)
+        if left > self._outbox_max_batches:
+            dropped = await outbox.discard(self._pool)
+            metrics.OUTBOX_DISCARDED.inc(dropped)
+            log.warning(
+                "redis outbox over its bound, dropped; redis is resynced when back"
+                " batches=%d max=%d",
+                dropped,
+                self._outbox_max_batches,
+            )
+            left = 0
+        metrics.OUTBOX_PENDING.set(left)
 
     async def finish_mirroring(self, seconds: float) -> int:
         """Before the worker exits: Redis gets every batch it committed (the mirror in flight,
         then what the outbox holds), else the next worker would find Redis behind Postgres.
-        Bounded: what is left after ``seconds`` stays in the outbox. Returns what is left."""
-        deadline = asyncio.get_running_loop().time() + seconds
+        Redis trouble is retried until ``seconds`` have passed; what is left then stays in the
+        outbox for the next worker. Returns how many batches are left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        if self._mirroring is not None:
+            await asyncio.wait([self._mirroring], timeout=seconds)  # never raises
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._catch_up(reconcile=False)  # a Redis not current is resynced
+                    while await self.drain_outbox():
+                        pass
+                break  # empty, or Redis still not ready (the next worker's to fill)
+            except TimeoutError:
+                break
+            except Exception as exc:  # e.g. a connection Redis dropped: a new one may work
+                log.warning("redis catch-up before exit failed, retrying error=%r", exc)
+                await asyncio.sleep(0.2)
         try:
-            async with asyncio.timeout_at(deadline):
-                if self._mirroring is not None:
-                    await asyncio.wait([self._mirroring])  # never raises, even if cancelled
-                while await self.drain_outbox():
-                    pass
-        except Exception as exc:  # TimeoutError or a store down: the outbox keeps the rest
-            log.warning("redis not caught up before exit error=%r", exc)
-        return len(await outbox.pending(self._pool, 1_000))
+            return len(await outbox.pending(self._pool, 1_000))
+        except Exception:  # Postgres gone too: nothing more to say
+            return -1
 
     async def keep_redis_exact(self) -> None:
-        """Periodic: resync an emptied Redis, then apply whatever the outbox still holds."""
+        """Periodic: resync a Redis that is not provably current (core/mirror.py), then apply
+        whatever the outbox still holds."""
         try:
-            if not await self._redis.is_ready():
-                await self._redis.resync(self._pool)
-            await self.drain_outbox()
+            await self._catch_up(reconcile=True)
         except Exception as exc:  # the next tick tries again
             log.warning("redis catch-up failed error=%r", exc)
+        try:  # also (above all) while Redis is unreachable
+            await self.bound_outbox()
+        except Exception as exc:
+            log.warning("redis outbox check failed error=%r", exc)
+
+    async def _catch_up(self, reconcile: bool) -> None:
+        state = await mirror_state(self._pool)
+        self._redis.epoch = state.epoch
+        metrics.REDIS_EPOCH.set(epoch_number(state.epoch))
+        reason = await self._redis.why_not_current(state)
+        if reason is None and reconcile and self._reconcile_due():
+            reason = await self._reconcile()
+        if reason is not None:
+            metrics.REDIS_RESYNCS.labels(reason).inc()
+            log.warning("redis not provably current, resyncing reason=%s", reason)
+            await self._redis.resync(self._pool)
+        await self.drain_outbox()
+
+    def _reconcile_due(self) -> bool:
+        if not self._reconcile_seconds or time.monotonic() < self._next_reconcile:
+            return False
+        self._next_reconcile = time.monotonic() + self._reconcile_seconds
+        return True
+
+    async def _reconcile(self) -> str | None:
+        """Compare a sample with Postgres; "mismatch" (a resync's reason) if any group differs."""
+        sample = await self._redis.reconcile(self._pool, self._reconcile_groups, self._random)
+        if sample is None:
+            return None
+        metrics.RECONCILE_CHECKS.inc(sample.compared)
+        if not sample.mismatched:
+            return None
+        metrics.RECONCILE_MISMATCHES.inc(len(sample.mismatched))
+        log.warning(
+            "redis differs from postgres bucket=%s groups=%d of %d first=%s",
+            sample.bucket,
+            len(sample.mismatched),
+            sample.compared,
+            sample.mismatched[0],
+        )
+        return "mismatch"

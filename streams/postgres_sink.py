@@ -7,6 +7,8 @@ The statement takes the batch's events once, as columns, and does everything els
 - each (customer, action) and (channel, treatment) pair adds the tags of its buckets to
   ``distinct_seen``; the tags it adds are the new distinct items of those buckets;
 - the daily and all-time buckets are upserted (weekly and monthly are sums of days);
+- events of a type without a column of its own (custom outcome types) are also counted per
+  type in ``interaction_bucket_outcome``: rows only for the events that have such a type;
 - the deltas of the buckets Redis keeps go to the outbox and come back to the caller, which
   hands them to Redis.
 
@@ -24,33 +26,22 @@ from datetime import datetime
 import asyncpg
 
 from core.distinct import period_of_tag_sql, start_of_tag_sql, tag_sql
-from core.keys import COUNTERS
-from core.periods import (
-    PERIOD_START_SQL,
-    STORED_PERIODS,
-    UTC_DAY_SQL,
-    Period,
-    oldest_kept_starts,
-)
+from core.hot import oldest_kept_starts
+from core.periods import PERIOD_START_SQL, STORED_PERIODS, UTC_DAY_SQL, Period
+from core.schema import COUNTERS, DIMENSION_COLUMNS, SYSTEM_TYPES
 from streams.counters import unique_by_id
-from streams.events import KNOWN_TYPES, Interaction
+from streams.events import Interaction
 from streams.outbox import HotBucket, hot_bucket
 
-# Dimension -> the history column holding its group id.
-DIMENSION_COLUMNS: dict[str, str] = {
-    "action": "action_id",
-    "treatment": "treatment_id",
-    "channel": "channel_id",
-    "customer": "customer_id",
-}
 # Dimensions counting distinct items: dimension -> (group column, item column).
 DISTINCT_ITEMS: dict[str, tuple[str, str]] = {
     "customer": ("customer_id", "action_id"),
     "channel": ("channel_id", "treatment_id"),
 }
 
-_COUNT_COLUMNS = [*KNOWN_TYPES, "total"]  # COUNTERS without "distinct"
+_COUNT_COLUMNS = [*SYSTEM_TYPES, "total"]  # COUNTERS without "distinct"
 assert [*_COUNT_COLUMNS, "distinct"] == list(COUNTERS)
+_SYSTEM_LIST = ", ".join(f"'{t}'" for t in SYSTEM_TYPES)
 _KEY = "tenant_id, dimension, period, bucket_start, group_id"
 
 
@@ -63,7 +54,7 @@ def _write_batch_sql() -> str:
     # int4 counts: sum(int4) adds in int8, sum(int8) in numeric (several times slower)
     type_counts = ",\n           ".join(
         [
-            *(f"(count(*) FILTER (WHERE n.type = '{t}'))::int4 AS {t}" for t in KNOWN_TYPES),
+            *(f"(count(*) FILTER (WHERE n.type = '{t}'))::int4 AS {t}" for t in SYSTEM_TYPES),
             "count(*)::int4",
         ]
     )
@@ -81,6 +72,10 @@ def _write_batch_sql() -> str:
         f"{c} = b.{c} + excluded.{c}" for c in [*_COUNT_COLUMNS, "distinct_count"]
     )
     zeros = ", ".join("0::int4" for _ in _COUNT_COLUMNS)
+    hot = """period = 'alltime'
+       OR (period = 'daily' AND bucket_start >= $10::date)
+       OR (period = 'weekly' AND bucket_start >= $11::date)
+       OR (period = 'monthly' AND bucket_start >= $12::date)"""
     return f"""
 WITH batch AS (
     -- Byte order ("C") for every text the statement sorts or groups: memcmp, not the locale.
@@ -158,22 +153,48 @@ WITH batch AS (
     ON CONFLICT ({_KEY}, shard) DO UPDATE SET
         {increments}
     RETURNING 1
+), custom_by_day AS (
+    -- Types without a column: empty (one pass over the batch) unless the batch has some.
+    SELECT n.tenant_id, g.dimension, g.group_id, n.day, n.type COLLATE "C" AS type,
+           count(*)::int4 AS n
+    FROM new AS n CROSS JOIN LATERAL (VALUES {dimensions}) AS g(dimension, group_id)
+    WHERE n.type NOT IN ({_SYSTEM_LIST}) AND g.group_id IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5
+), custom_deltas AS (
+    SELECT d.tenant_id, d.dimension, p.period, p.bucket_start, d.group_id, d.type,
+           sum(d.n)::int8 AS n
+    FROM custom_by_day AS d CROSS JOIN LATERAL (VALUES {periods}) AS p(period, bucket_start)
+    GROUP BY 1, 2, 3, 4, 5, 6
+), custom_upserted AS (
+    INSERT INTO interaction_bucket_outcome AS o ({_KEY}, type, shard, count)
+    SELECT tenant_id, dimension, period, bucket_start, group_id, type, $13::int2, n
+    FROM custom_deltas WHERE period IN ({stored})
+    ORDER BY {_KEY}, type
+    ON CONFLICT ({_KEY}, type, shard) DO UPDATE SET count = o.count + excluded.count
+    RETURNING 1
+), custom_hot AS (
+    SELECT tenant_id, dimension, period, bucket_start, array_agg(group_id) AS groups,
+           array_agg(type) AS types, array_agg(n) AS counts
+    FROM custom_deltas WHERE {hot}
+    GROUP BY 1, 2, 3, 4
 ), batch_id AS (
     SELECT nextval('redis_batch_id') AS id
 ), outbox AS (
-    INSERT INTO redis_outbox (batch_id, tenant_id, dimension, period, bucket_start, groups, counts)
-    SELECT (SELECT id FROM batch_id), tenant_id, dimension, period, bucket_start,
-           array_agg(group_id), array_agg(ARRAY[{count_list}, distinct_count])
-    FROM deltas
-    WHERE period = 'alltime'
-       OR (period = 'daily' AND bucket_start >= $10::date)
-       OR (period = 'weekly' AND bucket_start >= $11::date)
-       OR (period = 'monthly' AND bucket_start >= $12::date)
-    GROUP BY tenant_id, dimension, period, bucket_start
-    RETURNING batch_id, tenant_id, dimension, period, bucket_start, groups, counts
+    -- Every bucket with custom deltas has counter deltas too (its events count in total).
+    INSERT INTO redis_outbox (batch_id, tenant_id, dimension, period, bucket_start, groups, counts,
+                              outcome_groups, outcome_types, outcome_counts)
+    SELECT (SELECT id FROM batch_id), m.*, c.groups, c.types, c.counts
+    FROM (SELECT tenant_id, dimension, period, bucket_start, array_agg(group_id),
+                 array_agg(ARRAY[{count_list}, distinct_count])
+          FROM deltas WHERE {hot}
+          GROUP BY tenant_id, dimension, period, bucket_start) AS m
+    LEFT JOIN custom_hot AS c USING (tenant_id, dimension, period, bucket_start)
+    RETURNING batch_id, tenant_id, dimension, period, bucket_start, groups, counts,
+              outcome_groups, outcome_types, outcome_counts
 )
 SELECT (SELECT count(*) FROM new) AS new_events, (SELECT count(*) FROM upserted) AS upserts,
-       o.batch_id, o.tenant_id, o.dimension, o.period, o.bucket_start, o.groups, o.counts
+       o.batch_id, o.tenant_id, o.dimension, o.period, o.bucket_start, o.groups, o.counts,
+       o.outcome_groups, o.outcome_types, o.outcome_counts
 FROM (VALUES (1)) AS one LEFT JOIN outbox AS o ON true
 """
 

@@ -14,12 +14,12 @@ import asyncpg
 
 from core.distinct import TAG_CODES, start_of_tag_sql, tag_sql
 from core.periods import PERIOD_START_SQL, STORED_PERIODS, UTC_DAY_SQL, Period
-from streams.events import KNOWN_TYPES
-from streams.postgres_sink import DIMENSION_COLUMNS, DISTINCT_ITEMS, sql_values
+from core.schema import COUNTER_COLUMNS, DIMENSION_COLUMNS, SYSTEM_TYPES
+from streams.postgres_sink import DISTINCT_ITEMS, sql_values
 from streams.redis_sink import RedisSink
 
 _COUNTS = ",\n           ".join(
-    [*(f"count(*) FILTER (WHERE b.type = '{t}')" for t in KNOWN_TYPES), "count(*)"]
+    [*(f"count(*) FILTER (WHERE b.type = '{t}')" for t in SYSTEM_TYPES), "count(*)"]
 )
 _STORED = sql_values(
     [f"'{p.value}', {PERIOD_START_SQL[p].format(day='e.day')}" for p in STORED_PERIODS]
@@ -27,6 +27,8 @@ _STORED = sql_values(
 _DIMENSIONS = sql_values([f"'{d}', b.{c}" for d, c in DIMENSION_COLUMNS.items()])
 _PAIRS = sql_values([f"'{d}', e.{g}, e.{i}" for d, (g, i) in DISTINCT_ITEMS.items()])
 _TAGS = sql_values([tag_sql(p, "e.day") for p in TAG_CODES])
+_COLUMNS = ", ".join(COUNTER_COLUMNS.values())
+_SYSTEM_LIST = ", ".join(f"'{t}'" for t in SYSTEM_TYPES)
 _EVENTS = f"""
     SELECT tenant_id, {UTC_DAY_SQL.format(ts="ts")} AS day, customer_id, action_id,
            treatment_id, channel_id, type
@@ -36,11 +38,11 @@ _EVENTS = f"""
 REBUILD_STATEMENTS = (
     "LOCK TABLE distinct_seen IN ACCESS EXCLUSIVE MODE",
     "LOCK TABLE interaction_bucket IN ACCESS EXCLUSIVE MODE",
-    "TRUNCATE distinct_seen, interaction_bucket",
+    "LOCK TABLE interaction_bucket_outcome IN ACCESS EXCLUSIVE MODE",
+    "TRUNCATE distinct_seen, interaction_bucket, interaction_bucket_outcome",
     f"""
     INSERT INTO interaction_bucket
-        (tenant_id, dimension, period, bucket_start, group_id,
-         impression, click, dismiss, accept, convert, total, distinct_count)
+        (tenant_id, dimension, period, bucket_start, group_id, {_COLUMNS})
     SELECT b.tenant_id, d.dimension, b.period, b.bucket_start, d.group_id,
            {_COUNTS},
            0
@@ -50,6 +52,18 @@ REBUILD_STATEMENTS = (
     CROSS JOIN LATERAL (VALUES {_DIMENSIONS}) AS d(dimension, group_id)
     WHERE d.group_id IS NOT NULL
     GROUP BY 1, 2, 3, 4, 5
+    """,
+    f"""
+    INSERT INTO interaction_bucket_outcome
+        (tenant_id, dimension, period, bucket_start, group_id, type, count)
+    SELECT b.tenant_id, d.dimension, b.period, b.bucket_start, d.group_id, b.type, count(*)
+    FROM (SELECT e.*, p.period, p.bucket_start
+          FROM ({_EVENTS}) AS e CROSS JOIN LATERAL (VALUES {_STORED}) AS p(period, bucket_start)
+          WHERE e.type NOT IN ({_SYSTEM_LIST})
+         ) AS b
+    CROSS JOIN LATERAL (VALUES {_DIMENSIONS}) AS d(dimension, group_id)
+    WHERE d.group_id IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5, 6
     """,
     f"""
     INSERT INTO distinct_seen (tenant_id, dimension, group_id, item_id, tags, added)

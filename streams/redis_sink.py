@@ -4,14 +4,17 @@ Redis is a mirror of the buckets the API reads hot (current periods and all-time
 - A batch is applied by one Lua script that first sets the marker ``applied:{batch id}``
   with NX: a batch replayed by the catch-up loop or another worker finds the marker and is
   skipped, atomically.
-- The script only writes while ``ready`` exists. A flushed or restarted Redis has no
-  ``ready``: writes pause (batches wait in the outbox) until ``resync`` has copied a
-  Postgres snapshot, marked the batches that snapshot already contains, and set ``ready``.
+- Redis is trusted only when provably current (core/mirror.py): the script writes only while
+  ``ready`` holds the epoch Postgres names, and counts each batch it applies; the worker's
+  timer resyncs a Redis that is not ready, holds another epoch, or counts fewer batches than
+  Postgres confirmed (it came back from an old snapshot). A resync writes a new epoch to
+  Postgres, copies a snapshot in chunks, and marks Redis ready only if no chunk was lost.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime
 
@@ -23,34 +26,34 @@ from redis.typing import EncodableT, FieldT
 from core import keys
 from core.db import Connection
 from core.distinct import bucket_of, tag
-from core.periods import (
-    Period,
-    bucket_start,
-    days_of,
-    next_bucket_start,
-    oldest_kept_starts,
-    redis_expiry,
-)
+from core.hot import oldest_kept_starts, redis_expiry
+from core.mirror import MirrorState, new_epoch
+from core.periods import Period, bucket_start, days_of, next_bucket_start
+from core.schema import COUNTERS
 from streams import outbox
+from streams import reconcile as reconciling
 from streams.outbox import HotBucket
 
 log = logging.getLogger(__name__)
 
-_TOTAL = keys.COUNTERS.index("total") + 1  # Lua tables count from 1
+_TOTAL = COUNTERS.index("total") + 1  # Lua tables count from 1
 # (Lua position in a counts row, field name) of each counter kept in the bucket's hash.
-_HASH_FIELDS = orjson.dumps([[keys.COUNTERS.index(c) + 1, c] for c in keys.HASH_COUNTERS])
+_HASH_FIELDS = orjson.dumps([[COUNTERS.index(c) + 1, c] for c in keys.HASH_COUNTERS])
 
-# KEYS: ready, the batch's marker. ARGV: marker ttl, the hash fields as JSON, the batch as
-# JSON: [[counts key, rank key, expire-at (0: never), [group, ...], [[count, ...], ...]], ...].
+# KEYS: ready, the batch's marker, the applied-batch count. ARGV: marker ttl, the epoch the
+# worker holds from Postgres, the hash fields as JSON, the batch as JSON: [[counts key, rank
+# key, expire-at (0: never), [group, ...], [[count, ...], ...], action counts key, presence
+# field], ...]; a bucket with custom-type deltas has four more entries: its types key, then
+# the deltas as [group, ...], [type, ...], [count, ...].
 # One JSON argument: parsing it in Redis costs less than encoding thousands of arguments.
 # A count brought back to zero (an erasure's negative deltas, streams/erasure.py) is removed,
 # so Redis holds only groups with interactions, as Postgres does; increments commute, so
 # whichever order batches arrive in, the keys end up the same.
 APPLY_SCRIPT = f"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return -1 end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local fields = cjson.decode(ARGV[2])
-for _, bucket in ipairs(cjson.decode(ARGV[3])) do
+local fields = cjson.decode(ARGV[3])
+for _, bucket in ipairs(cjson.decode(ARGV[4])) do
   local h, z, exp, groups, counts = bucket[1], bucket[2], bucket[3], bucket[4], bucket[5]
   for i, member in ipairs(groups) do
     local row = counts[i]
@@ -67,11 +70,39 @@ for _, bucket in ipairs(cjson.decode(ARGV[3])) do
       end
     end
   end
+  redis.call('HSET', bucket[6], bucket[7], 1)
+  local tk = bucket[8]
+  if tk then
+    local og, ot, oc = bucket[9], bucket[10], bucket[11]
+    for j, g in ipairs(og) do
+      redis.call('HINCRBY', h, '{keys.OUTCOME_FIELD_PREFIX}' .. ot[j] .. ':' .. g, oc[j])
+      redis.call('SADD', tk, ot[j])
+    end
+    if exp > 0 then redis.call('EXPIREAT', tk, exp) end
+  end
   if exp > 0 then
     redis.call('EXPIREAT', h, exp)
     redis.call('EXPIREAT', z, exp)
+    redis.call('EXPIREAT', bucket[6], exp)
   end
 end
+redis.call('INCR', KEYS[3])
+return 1
+"""
+
+# The end of a resync. KEYS: resync, ready, applied count, then the markers of the batches
+# the snapshot holds. ARGV: epoch, rows copied, batches counted as applied, marker ttl.
+# Ready only if the resync hash still says what this resync wrote: a Redis restarted or
+# flushed between two chunks lost it, and stays not ready (the next tick copies again).
+FINISH_RESYNC_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1]
+   or redis.call('HGET', KEYS[1], 'rows') ~= ARGV[2] then
+  return 0
+end
+for i = 4, #KEYS do redis.call('SET', KEYS[i], '1', 'EX', ARGV[4]) end
+redis.call('SET', KEYS[3], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
 return 1
 """
 
@@ -80,7 +111,7 @@ ALREADY_APPLIED = 0
 NOT_READY = -1
 
 _RESYNC_LOCK_ID = 0x1A7E_5A12
-_COUNT_COLUMNS = ", ".join(c if c != "distinct" else "distinct_count" for c in keys.COUNTERS)
+_COUNT_COLUMNS = ", ".join(c if c != "distinct" else "distinct_count" for c in COUNTERS)
 # The buckets Postgres stores that Redis keeps, their shards summed ($1: the oldest daily
 # start Redis keeps).
 _SELECT_STORED_HOT = f"""
@@ -94,11 +125,27 @@ GROUP BY 1, 2, 3, 4, 5
 # come from _SELECT_DISTINCT_OF. $1..$3: the buckets' periods, starts and last days.
 _SELECT_SUMMED_HOT = f"""
 SELECT b.tenant_id, b.dimension, p.period, p.start AS bucket_start, b.group_id,
-       {", ".join(f"sum(b.{c})::int8 AS {c}" for c in keys.COUNTERS[:-1])}, 0::int8 AS distinct_count
+       {", ".join(f"sum(b.{c})::int8 AS {c}" for c in COUNTERS[:-1])}, 0::int8 AS distinct_count
 FROM unnest($1::text[], $2::date[], $3::date[]) AS p(period, start, last)
 JOIN interaction_bucket AS b
   ON b.period = 'daily' AND b.bucket_start BETWEEN p.start AND p.last
 GROUP BY 1, 2, 3, 4, 5
+"""
+# Custom-type counts of the same buckets: stored ones ($1: the oldest daily start Redis
+# keeps), then weekly and monthly ones summed from days ($1..$3 as above).
+_SELECT_STORED_OUTCOMES = """
+SELECT tenant_id, dimension, period, bucket_start, group_id, type, sum(count)::int8 AS n
+FROM interaction_bucket_outcome
+WHERE period = 'alltime' OR (period = 'daily' AND bucket_start >= $1)
+GROUP BY 1, 2, 3, 4, 5, 6
+"""
+_SELECT_SUMMED_OUTCOMES = """
+SELECT b.tenant_id, b.dimension, p.period, p.start AS bucket_start, b.group_id, b.type,
+       sum(b.count)::int8 AS n
+FROM unnest($1::text[], $2::date[], $3::date[]) AS p(period, start, last)
+JOIN interaction_bucket_outcome AS b
+  ON b.period = 'daily' AND b.bucket_start BETWEEN p.start AND p.last
+GROUP BY 1, 2, 3, 4, 5, 6
 """
 _SELECT_DISTINCT_OF = """
 SELECT tenant_id, dimension, group_id, t AS tag, count(*) AS n
@@ -113,9 +160,22 @@ def apply_payload(buckets: Sequence[HotBucket], prefix: str, now: datetime) -> b
     payload = []
     for b in buckets:
         names = _bucket_names(prefix, b.tenant_id, b.dimension, b.period, b.start, now)
-        if names is not None:
-            payload.append([*names, b.groups, b.counts])
+        if names is None:
+            continue
+        presence = _presence(prefix, b.tenant_id, b.dimension, b.period, b.start)
+        entry: list[object] = [*names, b.groups, b.counts, *presence]
+        if b.outcome_groups:
+            types = keys.types_key(prefix, b.tenant_id, b.dimension, b.period, b.start)
+            entry += [types, b.outcome_groups, b.outcome_types, b.outcome_counts]
+        payload.append(entry)
     return orjson.dumps(payload)
+
+
+def _presence(
+    prefix: str, tenant: str, dimension: str, period: Period, start: date
+) -> tuple[str, str]:
+    """(action counts key, field) recording that ``dimension`` has data in the bucket."""
+    return keys.presence_key(prefix, tenant, period, start), keys.present_field(dimension)
 
 
 def _bucket_names(
@@ -148,47 +208,90 @@ def kept_summed_buckets(now: datetime) -> list[tuple[Period, date, date]]:
 
 
 class RedisSink:
-    """Redis writes of the worker: apply a batch, resync after a flush."""
+    """Redis writes of the worker: apply a batch, resync when Redis is not provably current.
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    ``epoch`` is the epoch Postgres names (core/mirror.py), refreshed by ``keep_current``;
+    an apply under any other epoch is refused by the script (NOT_READY).
+    """
+
+    def __init__(self, redis: Redis, prefix: str, resync_chunk_rows: int = 5000) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._chunk_rows = resync_chunk_rows
         self._apply = redis.register_script(APPLY_SCRIPT)
+        self._finish = redis.register_script(FINISH_RESYNC_SCRIPT)
+        self.epoch: str | None = None
 
-    async def apply(self, batch_id: int, buckets: Sequence[HotBucket]) -> int:
-        """Apply one committed batch; APPLIED, ALREADY_APPLIED or NOT_READY."""
+    async def apply(self, batch_id: int, buckets: Sequence[HotBucket], epoch: str | None) -> int:
+        """Apply one committed batch under ``epoch``; APPLIED, ALREADY_APPLIED or NOT_READY."""
         payload = apply_payload(buckets, self._prefix, datetime.now(UTC))
-        marker_keys = [keys.ready_key(self._prefix), keys.applied_key(self._prefix, batch_id)]
-        args: list[int | bytes] = [keys.APPLIED_MARKER_TTL_SECONDS, _HASH_FIELDS, payload]
-        return int(await self._apply(keys=marker_keys, args=args))
+        script_keys = [
+            keys.ready_key(self._prefix),
+            keys.applied_key(self._prefix, batch_id),
+            keys.applied_count_key(self._prefix),
+        ]
+        args: list[int | str | bytes] = [
+            keys.APPLIED_MARKER_TTL_SECONDS,
+            epoch or "",  # unknown yet: matches no `ready` (the script answers NOT_READY)
+            _HASH_FIELDS,
+            payload,
+        ]
+        return int(await self._apply(keys=script_keys, args=args))
 
-    async def is_ready(self) -> bool:
-        return bool(await self._redis.exists(keys.ready_key(self._prefix)))
+    async def why_not_current(self, state: MirrorState) -> str | None:
+        """None when Redis holds ``state``'s epoch and at least its confirmed batches; else
+        the reason (a word for the metric's label)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(keys.ready_key(self._prefix))
+            pipe.get(keys.applied_count_key(self._prefix))
+            ready, applied = await pipe.execute()
+        if ready is None:
+            return "not_ready"
+        if ready.decode() != state.epoch:
+            return "epoch"
+        if int(applied or 0) < state.confirmed:
+            return "lost_batches"
+        return None
+
+    async def reconcile(
+        self, pool: asyncpg.Pool, groups: int, rng: random.Random
+    ) -> reconciling.Sample | None:
+        """Compare a sample of one current bucket with Postgres (streams/reconcile.py)."""
+        return await reconciling.reconcile_once(
+            pool, self._redis, self._prefix, groups, datetime.now(UTC), rng
+        )
 
     async def resync(self, pool: asyncpg.Pool) -> bool:
-        """Copy the Postgres buckets into an empty Redis; False if another process is doing it."""
+        """Copy the Postgres buckets into an empty Redis under a new epoch; False if another
+        process is doing it, or if Redis lost part of the copy (the next call copies again)."""
         async with pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RESYNC_LOCK_ID):
                 return False
             try:
-                await self._resync(conn)
+                return await self._resync(conn)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _RESYNC_LOCK_ID)
-        return True
 
-    async def _resync(self, conn: Connection) -> None:
+    async def _resync(self, conn: Connection) -> bool:
         started = datetime.now(UTC)
         # Order matters: once `ready` is gone no batch is applied, so every batch already in
         # Redis was committed before the snapshot below and is part of it.
         await self._redis.delete(keys.ready_key(self._prefix))
+        # The new epoch before the snapshot: a batch deleted from the outbox from now on is
+        # confirmed in this epoch only if it was applied (or marked) in it.
+        epoch = await new_epoch(conn)
+        self.epoch = epoch
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.resync_key(self._prefix), keys.applied_count_key(self._prefix))
+            pipe.hset(keys.resync_key(self._prefix), mapping={"epoch": epoch, "rows": 0})
+            await pipe.execute()
         await self._delete_data_keys()
         copied = 0
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             pending = await outbox.pending_ids(conn)
             oldest_day = oldest_kept_starts(started)[Period.DAILY]
-            async for rows in _chunks(conn, _SELECT_STORED_HOT, oldest_day):
-                await self._write_snapshot_rows(rows, {}, started)
-                copied += len(rows)
+            async for rows in _chunks(conn, _SELECT_STORED_HOT, oldest_day, size=self._chunk_rows):
+                copied += await self._write_snapshot_rows(rows, {}, started)
             summed = kept_summed_buckets(started)
             distinct = await _distinct_counts(conn, [tag(p, s) for p, s, _ in summed])
             args = (
@@ -196,24 +299,44 @@ class RedisSink:
                 [s for _, s, _ in summed],
                 [e for *_, e in summed],
             )
-            async for rows in _chunks(conn, _SELECT_SUMMED_HOT, *args):
-                await self._write_snapshot_rows(rows, distinct, started)
-                copied += len(rows)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for batch_id in pending:
-                pipe.set(
-                    keys.applied_key(self._prefix, batch_id),
-                    1,
-                    ex=keys.APPLIED_MARKER_TTL_SECONDS,
-                )
-            pipe.set(keys.ready_key(self._prefix), started.isoformat())
-            await pipe.execute()
+            async for rows in _chunks(conn, _SELECT_SUMMED_HOT, *args, size=self._chunk_rows):
+                copied += await self._write_snapshot_rows(rows, distinct, started)
+            async for rows in _chunks(
+                conn, _SELECT_STORED_OUTCOMES, oldest_day, size=self._chunk_rows
+            ):
+                await self._write_snapshot_outcomes(rows, started)
+            async for rows in _chunks(conn, _SELECT_SUMMED_OUTCOMES, *args, size=self._chunk_rows):
+                await self._write_snapshot_outcomes(rows, started)
+        # Batches of the snapshot deleted from the outbox since were confirmed in no epoch:
+        # only those still there will be (when a worker finds their marker and deletes them).
+        still = await outbox.still_pending(conn, pending)
+        finished = await self._finish(
+            keys=[
+                keys.resync_key(self._prefix),
+                keys.ready_key(self._prefix),
+                keys.applied_count_key(self._prefix),
+                *(keys.applied_key(self._prefix, batch_id) for batch_id in pending),
+            ],
+            args=[epoch, copied, len(still), keys.APPLIED_MARKER_TTL_SECONDS],
+        )
+        seconds = (datetime.now(UTC) - started).total_seconds()
+        if not finished:
+            log.warning(
+                "redis resync lost part of its copy (restarted or flushed meanwhile), not"
+                " marked ready epoch=%s buckets=%d seconds=%.2f",
+                epoch,
+                copied,
+                seconds,
+            )
+            return False
         log.info(
-            "redis resynced buckets=%d pending_batches=%d seconds=%.2f",
+            "redis resynced epoch=%s buckets=%d pending_batches=%d seconds=%.2f",
+            epoch,
             copied,
             len(pending),
-            (datetime.now(UTC) - started).total_seconds(),
+            seconds,
         )
+        return True
 
     async def _delete_data_keys(self) -> None:
         for pattern in keys.data_key_patterns(self._prefix):
@@ -231,32 +354,61 @@ class RedisSink:
         rows: list[asyncpg.Record],
         distinct: dict[tuple[str, str, Period, date, str], int],
         now: datetime,
-    ) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
+    ) -> int:
+        """Write one chunk in one transaction, with its row count in the resync hash."""
+        written = 0
+        presence: dict[tuple[str, str], int] = {}  # (action counts key, field) -> expire-at
+        async with self._redis.pipeline(transaction=True) as pipe:
             for row in rows:
                 period = Period(row["period"])
                 start = row["bucket_start"]
-                names = _bucket_names(
-                    self._prefix, row["tenant_id"], row["dimension"], period, start, now
-                )
+                tenant, dimension = row["tenant_id"], row["dimension"]
+                names = _bucket_names(self._prefix, tenant, dimension, period, start, now)
                 if names is None:
                     continue
                 ckey, rkey, expire_at = names
                 group_id = row["group_id"]
                 values = [row[c] for c in _COUNT_COLUMNS.split(", ")]
-                bucket = (row["tenant_id"], row["dimension"], period, start, group_id)
+                bucket = (tenant, dimension, period, start, group_id)
                 values[-1] += distinct.get(bucket, 0)
                 mapping: dict[FieldT, EncodableT] = {
                     keys.counter_field(name, group_id): value
-                    for name, value in zip(keys.COUNTERS, values, strict=True)
+                    for name, value in zip(COUNTERS, values, strict=True)
                     if value and name in keys.HASH_COUNTERS
                 }
                 if mapping:
                     pipe.hset(ckey, mapping=mapping)
                 pipe.zadd(rkey, {group_id: -row["total"]})
+                presence[_presence(self._prefix, tenant, dimension, period, start)] = expire_at
                 if expire_at:
                     pipe.expireat(ckey, expire_at)
                     pipe.expireat(rkey, expire_at)
+                written += 1
+            for (presence_key, field), expire_at in presence.items():
+                pipe.hset(presence_key, field, 1)
+                if expire_at:
+                    pipe.expireat(presence_key, expire_at)
+            pipe.hincrby(keys.resync_key(self._prefix), "rows", written)
+            await pipe.execute()
+        return written
+
+    async def _write_snapshot_outcomes(self, rows: list[asyncpg.Record], now: datetime) -> None:
+        """Custom-type counts into their buckets' hashes and types sets (rank keys exist:
+        every such count is part of its group's total, copied before)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                period = Period(row["period"])
+                start = row["bucket_start"]
+                tenant, dimension = row["tenant_id"], row["dimension"]
+                names = _bucket_names(self._prefix, tenant, dimension, period, start, now)
+                if names is None or not row["n"]:
+                    continue
+                ckey, _, expire_at = names
+                tkey = keys.types_key(self._prefix, tenant, dimension, period, start)
+                pipe.hset(ckey, keys.outcome_field(row["type"], row["group_id"]), row["n"])
+                pipe.sadd(tkey, row["type"])
+                if expire_at:
+                    pipe.expireat(tkey, expire_at)
             await pipe.execute()
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
@@ -23,11 +24,11 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from cli.embedded import EmbeddedServers, embedded_servers
-from cli.topics import ensure_topics, service_topics
 from core.config import Settings
 from core.db import create_pool
 from core.roles import grant_api_role
+from embedded.isolation import create_database, database_dsn, drop_databases, isolated_settings
+from embedded.servers import EmbeddedServers, embedded_servers
 from tests.support import ApiProcess, ServiceProcess
 from tests.support import start_api as _start_api
 from tests.support import start_worker as _start_worker
@@ -72,32 +73,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer
         yield started
 
 
-def database_dsn(admin_dsn: str, database: str) -> str:
-    """``admin_dsn`` pointing at another database on the same server."""
-    parts = urlsplit(admin_dsn)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-async def create_database(admin_dsn: str) -> str:
-    """A new, empty database on the server of ``admin_dsn`` (no migration); its name."""
-    database = f"is_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await admin.close()
-    return database
-
-
-async def drop_databases(admin_dsn: str, databases: list[str]) -> None:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        for database in databases:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 async def empty_database(servers: EmbeddedServers) -> AsyncIterator[str]:
     """The DSN of a database of its own with no migration applied, dropped afterwards."""
@@ -108,46 +83,14 @@ async def empty_database(servers: EmbeddedServers) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def make_settings(servers: EmbeddedServers, tmp_path: Path) -> AsyncIterator[MakeSettings]:
-    """A factory: ``await make_settings(**overrides)`` -> fresh, isolated ``Settings``."""
-    databases: list[str] = []
-    prefixes: list[str] = []
+    """A factory: ``await make_settings(**overrides)`` -> fresh, isolated ``Settings``
+    (``embedded.isolation.isolated_settings``), all dropped after the test."""
+    async with contextlib.AsyncExitStack() as made:
 
-    async def make(**overrides: Any) -> Settings:
-        database = await create_database(servers.database_url)
-        uid = database.removeprefix("is_test_")
-        databases.append(database)
-        dsn = database_dsn(servers.database_url, database)
-        pool = await create_pool(dsn, min_size=1, max_size=1)  # applies the migrations
-        await pool.close()
-        values: dict[str, Any] = {
-            "kafka_bootstrap_servers": servers.kafka_bootstrap,
-            "database_url": dsn,
-            "redis_url": servers.redis_url,
-            "topic": f"interactions-{uid}",
-            "dlq_topic": f"interactions-{uid}.dlq",
-            "consumer_group": f"interaction-summary-{uid}",
-            "redis_prefix": f"t{uid}",
-            "worker_metrics_port": 0,
-            "worker_data_dir": tmp_path / f"worker-{uid}",
-        }
-        settings = Settings(**{**values, **overrides})
-        prefixes.append(settings.redis_prefix)
-        await ensure_topics(settings.kafka_bootstrap_servers, service_topics(settings))
-        return settings
+        async def make(**overrides: Any) -> Settings:
+            return await made.enter_async_context(isolated_settings(servers, tmp_path, **overrides))
 
-    yield make
-
-    if prefixes:
-        redis = Redis.from_url(servers.redis_url)
-        try:
-            for prefix in prefixes:
-                keys = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=1000)]
-                if keys:
-                    await redis.delete(*keys)
-        finally:
-            await redis.aclose()
-    if databases:
-        await drop_databases(servers.database_url, databases)
+        yield make
 
 
 class ApiRole(Protocol):

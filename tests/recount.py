@@ -13,7 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-KNOWN = ("impression", "click", "dismiss", "accept", "convert")
+from core.schema import SYSTEM_CLASSES, SYSTEM_TYPES
+
+KNOWN = SYSTEM_TYPES
 ALLTIME = date(1, 1, 1)
 
 
@@ -84,20 +86,33 @@ BucketId = tuple[str, str, str, date, str]  # tenant, dimension, period, start, 
 
 
 def expected_buckets(events: list[Event]) -> dict[BucketId, tuple[int, ...]]:
-    """Every bucket: (impression, click, dismiss, accept, convert, total, distinct)."""
-    counts: dict[BucketId, list[int]] = defaultdict(lambda: [0] * 6)
+    """Every bucket: (*KNOWN, total, distinct), as core.schema.COUNTERS."""
+    total = len(KNOWN)
+    counts: dict[BucketId, list[int]] = defaultdict(lambda: [0] * (total + 1))
     items: dict[BucketId, set[str]] = defaultdict(set)
     for e in events:
         for period, start in buckets_of(e.ts):
             for dimension, group in groups_of(e):
                 row = counts[(e.tenant, dimension, period, start, group)]
-                row[5] += 1
+                row[total] += 1
                 if e.type in KNOWN:
                     row[KNOWN.index(e.type)] += 1
             items[(e.tenant, "customer", period, start, e.customer)].add(e.action)
             if e.channel is not None and e.treatment is not None:
                 items[(e.tenant, "channel", period, start, e.channel)].add(e.treatment)
     return {key: (*row, len(items.get(key, ()))) for key, row in counts.items()}
+
+
+def expected_outcomes(events: list[Event]) -> dict[tuple[BucketId, str], int]:
+    """Every bucket's count of each type without a counter of its own (custom types)."""
+    counts: dict[tuple[BucketId, str], int] = defaultdict(int)
+    for e in events:
+        if e.type in KNOWN:
+            continue
+        for period, start in buckets_of(e.ts):
+            for dimension, group in groups_of(e):
+                counts[((e.tenant, dimension, period, start, group), e.type)] += 1
+    return dict(counts)
 
 
 def half_up(numerator: int, impressions: int) -> float:
@@ -114,8 +129,12 @@ def expected_summary(
     end: datetime | None,
     limit: int,
     offset: int,
+    classes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``total`` and ``summary`` (counters only: catalog fields are checked separately)."""
+    """``total`` and ``summary`` (counters only: catalog fields are checked separately).
+
+    ``classes``: the tenant's custom types' classifications (the system ones always apply)."""
+    classification = {**(classes or {}), **{k: v.value for k, v in SYSTEM_CLASSES.items()}}
     column = {
         "action": "action",
         "treatment": "treatment",
@@ -123,6 +142,7 @@ def expected_summary(
         "customer": "customer",
     }[group_by]
     rows: dict[str, dict[str, Any]] = {}
+    types: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     items: dict[str, set[str]] = defaultdict(set)
     for e in events:
         if e.tenant != tenant or e.ts < start or (end is not None and e.ts >= end):
@@ -132,6 +152,7 @@ def expected_summary(
             continue
         row = rows.setdefault(group, dict.fromkeys((*KNOWN, "total"), 0))
         row["total"] += 1
+        types[group][e.type] += 1
         if e.type in KNOWN:
             row[e.type] += 1
         if group_by == "customer":
@@ -147,13 +168,19 @@ def expected_summary(
         if group_by in ("action", "treatment"):
             row["cvr"] = half_up(c["convert"], c["impression"])
         if group_by == "action":
-            row["positive"] = c["click"] + c["accept"]
-            row["negative"] = c["dismiss"]
+            counted = types[group]
+            row["positive"] = sum(
+                n for t, n in counted.items() if classification.get(t) == "positive"
+            )
+            row["negative"] = sum(
+                n for t, n in counted.items() if classification.get(t) == "negative"
+            )
             row["neutral"] = max(c["impression"] - row["positive"] - row["negative"], 0)
         if group_by == "channel":
             row["treatmentCount"] = len(items[group])
         if group_by == "customer":
             row["uniqueActions"] = len(items[group])
+        row["outcomes"] = dict(types[group])
         page.append(row)
     return {"total": len(rows), "summary": page}
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,17 +21,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from cli.embedded import free_port
-from core.config import Settings, to_env
+from core.config import Settings
 from core.roles import erasure_grants
-
-# Variables of the test process that must not leak into a service's environment.
-_SERVICE_ENV_PREFIXES = (
-    "INTERACTION_SUMMARY_",
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "DATABASE_URL",
-    "REDIS_URL",
-)
+from embedded.processes import Process, cli_argv, free_port, service_env
 
 
 async def wait_until(
@@ -63,82 +52,8 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
-class ServiceProcess:
+class ServiceProcess(Process):
     """A service (worker or API) running as a subprocess, logging to a file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> ServiceProcess:
-        if self.running:
-            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.starts += 1
-            log.write(f"\n===== start #{self.starts}: {' '.join(self.argv)}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.poll() if self.process else None
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (graceful shutdown), then SIGKILL after ``timeout``; returns the exit code."""
-        return self._signal(signal.SIGTERM, timeout)
-
-    def kill(self) -> int | None:
-        """SIGKILL: the process gets no chance to commit or clean up (a crash)."""
-        return self._signal(signal.SIGKILL, 10.0)
-
-    def restart(self, *, kill: bool = False) -> ServiceProcess:
-        """Stop (or kill) and start again with the same command and environment."""
-        if kill:
-            self.kill()
-        else:
-            self.stop()
-        return self.start()
-
-    def _signal(self, sig: signal.Signals, timeout: float) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def logs(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.logs().splitlines()[-lines:])
 
     async def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
         """Wait until ``text`` appears in the log (since the latest start)."""
@@ -148,7 +63,7 @@ class ServiceProcess:
                 raise AssertionError(
                     f"{self.name} exited with {self.returncode} before logging {text!r}:\n{self.log_tail()}"
                 )
-            return text in self.logs().rsplit("===== start #", 1)[-1]
+            return text in self.logs_since_start()
 
         await wait_until(
             seen, timeout, 0.1, lambda: f"{self.name} never logged {text!r}:\n{self.log_tail()}"
@@ -159,9 +74,8 @@ class ApiProcess(ServiceProcess):
     """The API subprocess; ``url`` is its base URL."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, port: int) -> None:
-        super().__init__("api", argv, env, log_path)
+        super().__init__("api", argv, log_path, env=env, url=f"http://127.0.0.1:{port}")
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
 
     async def wait_healthy(self, timeout: float = 60.0) -> None:
         async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
@@ -177,24 +91,10 @@ class ApiProcess(ServiceProcess):
             await wait_until(healthy, timeout, 0.1, lambda: f"api not healthy:\n{self.log_tail()}")
 
 
-def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """This process's environment minus service settings, plus those of ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
-    env.update(to_env(settings))
-    env.update(extra)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
 # The CLI commands the tests run the services with; docker-compose.yml runs the same ones
 # (tests/integration/test_compose.py checks it).
 WORKER_COMMAND = ("worker",)
 API_COMMAND = ("api",)
-
-
-def cli_argv(*args: str) -> list[str]:
-    """The ``interaction-summary`` CLI run by this interpreter."""
-    return [sys.executable, "-m", "cli", *args]
 
 
 async def run_cli(
@@ -215,9 +115,11 @@ async def run_cli(
 
 def start_worker(settings: Settings, log_dir: Path, name: str = "worker") -> ServiceProcess:
     """``interaction-summary worker`` for ``settings``; it starts consuming in the background."""
-    return ServiceProcess(
-        name, cli_argv(*WORKER_COMMAND), service_env(settings), log_dir / f"{name}.log"
-    ).start()
+    worker = ServiceProcess(
+        name, cli_argv(*WORKER_COMMAND), log_dir / f"{name}.log", env=service_env(settings)
+    )
+    worker.start()
+    return worker
 
 
 async def start_api(settings: Settings, log_dir: Path, name: str = "api") -> ApiProcess:

@@ -65,7 +65,7 @@
   const CVR = pctCol("cvr", "CVR", "conversions per impression");
   const SENTIMENT = {
     key: "sentiment", title: "Sentiment", kind: "bar", align: "left",
-    hint: "positive (click + accept) · negative (dismiss) · neutral (the other impressions); sorts by positive share",
+    hint: "positive · negative by the tenant's outcome types (system: click + accept · dismiss) · neutral (the other impressions); sorts by positive share",
     value: (r) => {
       const [p, n, u] = sentiment(r);
       return p + n + u === 0 ? -1 : p / (p + n + u);
@@ -75,29 +75,53 @@
   const VIEWS = {
     action: {
       noun: "actions", id: (r) => r.id,
-      columns: [nameCol("Action"), textCol("issue", "Issue"), textCol("group", "Group"),
+      base: [nameCol("Action"), textCol("issue", "Issue"), textCol("group", "Group"),
         ...COUNTERS, CTR, CVR, SENTIMENT],
     },
     treatment: {
       noun: "treatments", id: (r) => r.id,
-      columns: [nameCol("Treatment"), textCol("offerName", "Offer"),
+      base: [nameCol("Treatment"), textCol("offerName", "Offer"),
         { key: "channelName", title: "Channel", kind: "text", align: "left",
           value: (r) => r.channelName ?? r.channelType },
         textCol("abTestVariant", "A/B"), ...COUNTERS, CTR, CVR, SENTIMENT],
     },
     channel: {
       noun: "channels", id: (r) => r.id,
-      columns: [nameCol("Channel"), textCol("channelType", "Type"),
+      base: [nameCol("Channel"), textCol("channelType", "Type"),
         intCol("treatmentCount", "Treatm.", "distinct treatments shown on this channel"),
         ...COUNTERS, CTR, SENTIMENT],
     },
     customer: {
       noun: "customers", id: (r) => r.customerId,
-      columns: [{ key: "customerId", title: "Customer", kind: "id", align: "left", value: (r) => r.customerId },
+      base: [{ key: "customerId", title: "Customer", kind: "id", align: "left", value: (r) => r.customerId },
         intCol("uniqueActions", "Actions", "distinct actions this customer interacted with"),
         ...COUNTERS, SENTIMENT],
     },
   };
+
+  // Custom outcome types (GET api/v1/outcome-types): a column each after Total, which the
+  // person can hide; a type counted but not registered yet shows too (as neutral).
+  const typeColumn = (key, type) => ({
+    key: `outcome:${key}`, title: type?.name ?? key, kind: "int",
+    hint: `${key}: ${type ? type.classification : "not registered (neutral)"}`,
+    value: (r) => r.outcomes?.[key] ?? 0,
+  });
+
+  function customTypes() {
+    const registered = new Map((state.outcomeTypes ?? []).filter((t) => !t.system).map((t) => [t.key, t]));
+    const keys = new Set(registered.keys());
+    for (const row of state.rows) {
+      for (const key of Object.keys(row.outcomes ?? {})) if (!TYPES.includes(key)) keys.add(key);
+    }
+    const order = (k) => registered.get(k)?.ordinal ?? Number.MAX_SAFE_INTEGER;
+    return [...keys].sort((a, b) => order(a) - order(b) || byCodePoint(a, b)).map((k) => [k, registered.get(k)]);
+  }
+
+  function columnsOf(view) {
+    const shown = customTypes().filter(([k]) => !state.hiddenTypes.has(k)).map(([k, t]) => typeColumn(k, t));
+    const at = view.base.findIndex((c) => c.key === "total") + 1;
+    return [...view.base.slice(0, at), ...shown, ...view.base.slice(at)];
+  }
 
   // ---- state -----------------------------------------------------------------------------
 
@@ -107,6 +131,7 @@
     page: 0,
     sort: { key: "total", dir: "desc" },
     rows: [], total: 0, serverPaged: false, response: null, series: null,
+    outcomeTypes: null, hiddenTypes: new Set(),
     seq: 0, timer: 0, controller: null, failures: 0, stopped: false,
   };
 
@@ -230,6 +255,8 @@
     };
     try {
       const summary = await getJSON("interaction-summary", params, controller);
+      // The registry is optional for the page: without it the columns come from the rows.
+      const types = getJSON("outcome-types", {}, controller).then((t) => t.data, () => null);
       let series = null;
       try {
         series = await getJSON("interaction-timeseries", { days: chartDays(summary) }, controller);
@@ -238,7 +265,9 @@
         if (!(e instanceof ApiError) || e.kind === "auth" || e.status === 0) throw e;
         series = { error: e };
       }
+      const outcomeTypes = await types;
       if (seq !== state.seq) return; // a newer poll has started: this answer is stale
+      if (outcomeTypes) state.outcomeTypes = outcomeTypes;
       const wantPaged = summary.total > LOCAL_LIMIT;
       if (wantPaged !== paged) {
         state.serverPaged = wantPaged;
@@ -287,6 +316,7 @@
     el.status.dataset.polls = String(Number(el.status.dataset.polls ?? 0) + 1); // for tests and curious people
     el.status.dataset.source = summary.source;
     renderPeriod(summary);
+    renderTypes();
     renderTable();
     renderPager();
     if (series.error) {
@@ -357,6 +387,8 @@
 
   const rowNodes = new Map(); // group id -> <tr>, for the view on screen
   let shownView = null;
+  let shownShape = "";
+  let shownTypes = "";
 
   function compareRows(view) {
     const col = view.columns.find((c) => c.key === state.sort.key) ?? view.columns[0];
@@ -414,12 +446,15 @@
 
   function renderTable() {
     const view = VIEWS[state.groupBy];
-    const fresh = shownView !== view;
+    view.columns = columnsOf(view);
+    const shape = view.columns.map((c) => c.key).join(",");
+    const fresh = shownView !== view || shownShape !== shape;
     if (fresh) {
       buildHead(view);
       el.tbody.replaceChildren();
       rowNodes.clear();
       shownView = view;
+      shownShape = shape;
     }
     renderSortMarks();
     const rows = visibleRows(view);
@@ -443,6 +478,32 @@
       if (!keep.has(id)) { tr.remove(); rowNodes.delete(id); }
     }
     el.empty.hidden = rows.length > 0;
+  }
+
+  /** The tenant's outcome types with their classification; custom ones with a column toggle. */
+  function renderTypes() {
+    const types = state.outcomeTypes ?? [];
+    const shape = JSON.stringify([types.map((t) => [t.key, t.name, t.classification]), [...state.hiddenTypes]]);
+    if (shape === shownTypes) return;
+    shownTypes = shape;
+    el.types.hidden = types.length === 0;
+    el.typeList.replaceChildren(...types.map((t) => {
+      const item = h("li", { "data-type": t.key },
+        h("span", { class: `cls cls-${t.classification}` }, t.classification),
+        h("span", { class: "name" }, t.name), h("span", { class: "id sub" }, t.key),
+        h("span", { class: "muted small" }, t.system ? "system" : t.category));
+      if (!t.system) {
+        const box = h("input", { type: "checkbox", "aria-label": `show ${t.key} column` });
+        box.checked = !state.hiddenTypes.has(t.key);
+        box.addEventListener("change", () => {
+          if (box.checked) state.hiddenTypes.delete(t.key); else state.hiddenTypes.add(t.key);
+          renderTypes();
+          renderTable();
+        });
+        item.append(h("label", { class: "small" }, box, " column"));
+      }
+      return item;
+    }));
   }
 
   /** Writes one cell only when its value changed, and flashes it when a known row changed. */
@@ -667,6 +728,7 @@
       panel: $("panel"), thead: document.querySelector("#summary thead"),
       tbody: document.querySelector("#summary tbody"), caption: $("table-caption"), empty: $("empty"),
       pageInfo: $("page-info"), sortNote: $("sort-note"), pageSize: $("page-size"), prev: $("prev"), next: $("next"),
+      types: $("outcome-types"), typeList: $("outcome-type-list"),
       dialog: $("key-dialog"), keyForm: $("key-form"), keyInput: $("key-input"), keyMessage: $("key-message"),
     });
     showView();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,11 +12,14 @@ from redis.asyncio import Redis
 
 from core.config import Settings
 from core.distinct import bucket_of
-from core.periods import Period, redis_expiry
+from core.hot import redis_expiry
+from core.keys import OUTCOME_FIELD_PREFIX
+from core.periods import Period
+from core.schema import COUNTER_COLUMNS, COUNTERS
 from tests.recount import BucketId
 from tests.support import wait_until
 
-COUNTERS = ("impression", "click", "dismiss", "accept", "convert", "total", "distinct")
+_WIDTH = len(COUNTERS)
 
 
 async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
@@ -25,8 +29,8 @@ async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT tenant_id, dimension, period, bucket_start, group_id, impression, click,"
-            " dismiss, accept, convert, total, distinct_count FROM interaction_bucket"
+            "SELECT tenant_id, dimension, period, bucket_start, group_id,"
+            f" {', '.join(COUNTER_COLUMNS.values())} FROM interaction_bucket"
         )
         pairs = await conn.fetch("SELECT tenant_id, dimension, group_id, tags FROM distinct_seen")
     finally:
@@ -34,7 +38,7 @@ async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
     found: dict[BucketId, tuple[int, ...]] = {}
     for r in rows:  # a bucket is the sum of its shards
         key = (r[0], r[1], r[2], r[3], r[4])
-        before = found.get(key, (0,) * 7)
+        before = found.get(key, (0,) * _WIDTH)
         found[key] = tuple(a + b for a, b in zip(before, r[5:], strict=True))
     summed: dict[BucketId, list[int]] = {}
     for (tenant, dimension, period, day, group), counts in list(found.items()):
@@ -42,15 +46,15 @@ async def postgres_buckets(dsn: str) -> dict[BucketId, tuple[int, ...]]:
             continue
         monday = day - timedelta(days=day.weekday())
         for bigger, start in (("weekly", monday), ("monthly", day.replace(day=1))):
-            row = summed.setdefault((tenant, dimension, bigger, start, group), [0] * 7)
-            for i in range(6):
+            row = summed.setdefault((tenant, dimension, bigger, start, group), [0] * _WIDTH)
+            for i in range(_WIDTH - 1):  # every counter but distinct, which is not a sum
                 row[i] += counts[i]
     for tenant, dimension, group, tags in pairs:
         for value in tags:
             period, start = bucket_of(value)
             key = (tenant, dimension, str(period), start, group)
             if key in summed:
-                summed[key][6] += 1
+                summed[key][_WIDTH - 1] += 1
     found.update({k: tuple(v) for k, v in summed.items()})
     return found
 
@@ -63,19 +67,27 @@ async def history_count(dsn: str) -> int:
         await conn.close()
 
 
-async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int, ...]]:
-    """Every bucket in Redis; also checks each rank score equals minus the bucket's total."""
+async def _count_hashes(
+    redis: Redis, prefix: str
+) -> AsyncIterator[tuple[str, tuple[str, str, str, str]]]:
+    """Every bucket's counts hash: its key and (tenant, dimension, period, start)."""
     pattern = re.compile(
         rf"^{re.escape(prefix)}:cnt:\{{(.*)\}}:(\w+):(\w+):(\d{{4}}-\d{{2}}-\d{{2}})$"
     )
+    async for raw in redis.scan_iter(match=f"{prefix}:cnt:*", count=1000):
+        key = raw.decode()
+        match = pattern.match(key)
+        assert match, f"unexpected key {key}"
+        tenant, dimension, period, start = match.groups()
+        yield key, (tenant, dimension, period, start)
+
+
+async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int, ...]]:
+    """Every bucket in Redis; also checks each rank score equals minus the bucket's total."""
     found: dict[BucketId, list[int]] = {}
     redis = Redis.from_url(redis_url)
     try:
-        async for raw in redis.scan_iter(match=f"{prefix}:cnt:*", count=1000):
-            key = raw.decode()
-            match = pattern.match(key)
-            assert match, f"unexpected key {key}"
-            tenant, dimension, period, start = match.groups()
+        async for key, (tenant, dimension, period, start) in _count_hashes(redis, prefix):
             rank = key.replace(f"{prefix}:cnt:", f"{prefix}:rank:", 1)
             async with redis.pipeline(transaction=True) as pipe:  # one instant for both keys
                 pipe.hgetall(key)
@@ -83,7 +95,11 @@ async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int
                 fields, ranking = await pipe.execute()
             in_bucket: dict[str, list[int]] = {}
             for field, value in fields.items():
+                if field.startswith(OUTCOME_FIELD_PREFIX.encode()):
+                    continue  # a custom type's count: see redis_outcomes
                 counter, _, group = field.decode().partition(":")
+                if counter == "present":  # presence flags of the action hash (core/keys.py)
+                    continue
                 row = in_bucket.setdefault(group, [0] * len(COUNTERS))
                 row[COUNTERS.index(counter)] = int(value)
             # the total is the rank's score; every group with counts in the hash is ranked
@@ -99,8 +115,57 @@ async def redis_buckets(redis_url: str, prefix: str) -> dict[BucketId, tuple[int
     return {k: tuple(v) for k, v in found.items()}
 
 
+async def postgres_outcomes(dsn: str) -> dict[tuple[BucketId, str], int]:
+    """Every bucket's custom-type counts as Postgres answers them (shards summed, weekly and
+    monthly summed from days here), in the shape of tests.recount.expected_outcomes."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT tenant_id, dimension, period, bucket_start, group_id, type, count"
+            " FROM interaction_bucket_outcome"
+        )
+    finally:
+        await conn.close()
+    found: dict[tuple[BucketId, str], int] = {}
+    for tenant, dimension, period, day, group, type_, n in rows:
+        keys = [(period, day)]
+        if period == "daily":
+            keys += [
+                ("weekly", day - timedelta(days=day.weekday())),
+                ("monthly", day.replace(day=1)),
+            ]
+        for p, start in keys:
+            key = ((tenant, dimension, p, start, group), type_)
+            found[key] = found.get(key, 0) + n
+    return {k: v for k, v in found.items() if v}
+
+
+async def redis_outcomes(redis_url: str, prefix: str) -> dict[tuple[BucketId, str], int]:
+    """Every bucket's custom-type counts in Redis; each type is in its bucket's types set."""
+    found: dict[tuple[BucketId, str], int] = {}
+    redis = Redis.from_url(redis_url)
+    try:
+        async for key, (tenant, dimension, period, start) in _count_hashes(redis, prefix):
+            types_key = key.replace(f"{prefix}:cnt:", f"{prefix}:types:", 1)
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(key)
+                pipe.smembers(types_key)
+                fields, types = await pipe.execute()
+            for field, value in fields.items():
+                name = field.decode()
+                if not name.startswith(OUTCOME_FIELD_PREFIX) or not int(value):
+                    continue
+                type_, _, group = name[len(OUTCOME_FIELD_PREFIX) :].partition(":")
+                assert type_.encode() in types, f"{type_} missing from {types_key}"
+                bucket = (tenant, dimension, period, date.fromisoformat(start), group)
+                found[(bucket, type_)] = int(value)
+    finally:
+        await redis.aclose()
+    return found
+
+
 def kept_in_redis(buckets: dict[BucketId, Any], now: datetime | None = None) -> dict[BucketId, Any]:
-    """The buckets Redis is meant to hold at ``now`` (the hot ones; see core.periods.REDIS_GRACE)."""
+    """The buckets Redis is meant to hold at ``now`` (the hot ones; see core.hot.REDIS_GRACE)."""
     now = now or datetime.now(UTC)
     kept = {}
     for key, value in buckets.items():

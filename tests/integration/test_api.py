@@ -231,6 +231,23 @@ async def test_role_matrix_and_error_bodies(fed: Fed) -> None:
                 headers={"Authorization": f"Bearer {keys[role]}"},
             )
             assert loaded.status_code == status, role
+        # The outcome-type registry: everyone of the tenant reads it, editors write it.
+        for role in ("viewer", "editor", "admin"):
+            auth = {"Authorization": f"Bearer {keys[role]}"}
+            assert (await client.get("/api/v1/outcome-types", headers=auth)).status_code == 200
+            writes = (
+                ("POST", "/api/v1/outcome-types", {"key": f"t_{role}", "name": "T", "classification": "positive"}, 201),
+                ("PUT", f"/api/v1/outcome-types/t_{role}", {"classification": "negative"}, 200),
+                ("DELETE", f"/api/v1/outcome-types/t_{role}", None, 200),
+            )  # fmt: skip
+            for method, path, body, allowed in writes:
+                answer = await client.request(method, path, json=body, headers=auth)
+                want = 403 if role == "viewer" else allowed
+                assert answer.status_code == want, (role, method, answer.text)
+                if want == 403:
+                    assert answer.json()["error"]["code"] == "FORBIDDEN"
+        no_key = await client.get("/api/v1/outcome-types")
+        assert no_key.status_code == 401
 
 
 PARAMETER_CASES: list[tuple[dict[str, Any], int, Any]] = [

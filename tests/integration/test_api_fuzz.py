@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import re
 from collections import Counter
@@ -35,7 +36,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from core.config import Settings
-from tests.integration.faults import Keys, Publisher, assert_no_secret_in_logs, make_keys
+from tests.integration.credentials import Keys, assert_no_secret_in_logs, make_keys
+from tests.integration.publishing import Publisher
 from tests.integration.stores import wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets
@@ -59,6 +61,10 @@ REQUIRED_ROLE = {
     ("GET", "/api/v1/interaction-summaries"): "viewer",
     ("GET", "/api/v1/interaction-history"): "viewer",
     ("DELETE", "/api/v1/customers/{customerId}"): "admin",
+    ("GET", "/api/v1/outcome-types"): "viewer",
+    ("POST", "/api/v1/outcome-types"): "editor",
+    ("PUT", "/api/v1/outcome-types/{type_key}"): "editor",
+    ("DELETE", "/api/v1/outcome-types/{type_key}"): "editor",
 }
 # The roles each requirement lets through: viewer < editor < admin is a chain; a producer key
 # may only ingest, which editors and admins may too.
@@ -293,8 +299,18 @@ async def bare(settings: Settings, start_api, as_api_role) -> Bare:
     return Bare(api.url, keys, settings, api)
 
 
+_NEW_TYPES = itertools.count()
+# The custom types the matrix changes and deletes (made before it runs).
+_MATRIX_TYPES = {"PUT": "m_put", "DELETE": "m_delete"}
+
+
 def _request_for(method: str, path: str) -> dict[str, Any]:
     """A well-formed request of the operation, so only the credentials decide."""
+    if path == "/api/v1/outcome-types" and method == "POST":
+        key = f"m_{next(_NEW_TYPES)}"  # each a new key: a second POST of one would be 409
+        return {"json": {"key": key, "name": "M", "classification": "positive"}}
+    if path == "/api/v1/outcome-types/{type_key}" and method == "PUT":
+        return {"json": {"classification": "negative"}}
     if path == "/api/v1/catalog":
         return {"json": {"channels": [{"id": "web", "name": "Website"}]}}
     if path == "/api/v1/keys":
@@ -337,9 +353,17 @@ async def test_every_protected_operation_refuses_missing_bad_revoked_and_weak_ke
                 403,
             ),
         }
+        for key_name in _MATRIX_TYPES.values():
+            made_type = await client.post(
+                "/api/v1/outcome-types",
+                json={"key": key_name, "name": "M", "classification": "neutral"},
+                headers={"Authorization": f"Bearer {keys['admin']}"},
+            )
+            assert made_type.status_code == 201, made_type.text
         tried = 0
         for method, path in sorted(protected):
             url = path.replace("{key_prefix}", "isk_nothing").replace("{customerId}", "C-001")
+            url = url.replace("{type_key}", _MATRIX_TYPES.get(method, "m_none"))
             allowed = ALLOWED[REQUIRED_ROLE[(method, path)]]
             cases = dict(refused)
             for role in ROLES:

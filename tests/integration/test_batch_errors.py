@@ -10,19 +10,13 @@ from pathlib import Path
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core.config import Settings
 from streams.exits import EXIT_BATCH_NOT_COUNTED, EXIT_CONFIG
-from tests.integration.faults import (
-    Publisher,
-    Raw,
-    offsets_all_committed,
-    own_postgres,
-    wave,
-)
+from tests.integration.consumption import committed_offsets, dead_letters, offsets_all_committed
+from tests.integration.faults import own_postgres
+from tests.integration.publishing import Publisher, Raw, wave
 from tests.integration.stores import wait_for_exact_stores
-from tests.integration.test_write_path import dead_letters
 from tests.recount import distinct_events, expected_buckets
 from tests.support import produce, wait_until
 
@@ -36,21 +30,6 @@ async def execute(settings: Settings, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
-
-
-async def committed_offset(settings: Settings, partition: int) -> int | None:
-    """The worker group's committed offset of one partition of the topic."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.consumer_group,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        offset: int | None = await consumer.committed(TopicPartition(settings.topic, partition))
-        return offset
-    finally:
-        await consumer.stop()
 
 
 async def test_a_dead_letter_too_large_for_the_producer_goes_without_its_value(
@@ -107,7 +86,7 @@ async def test_a_database_error_that_does_not_heal_stops_the_worker_and_loses_no
     for meta in sent:
         first_of_second.setdefault(meta.partition, meta.offset)
     for partition, offset in first_of_second.items():
-        committed = await committed_offset(settings, partition)
+        committed = (await committed_offsets(settings))[partition]
         assert committed is None or committed <= offset, f"partition {partition} acknowledged"
 
     await execute(settings, "ALTER TABLE redis_outbox_moved RENAME TO redis_outbox")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.embedded import EmbeddedServers
+from embedded.servers import EmbeddedServers
 
 
 @pytest.mark.parametrize(

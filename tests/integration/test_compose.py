@@ -1,4 +1,4 @@
-"""docker-compose.yml, the Dockerfile and the README's tables, checked without a Docker engine.
+"""docker-compose.yml, the Dockerfile and the tables of the README and docs/operations.md, checked without a Docker engine.
 
 What can break unnoticed without one: a service missing or misnamed, a dependency that does
 not wait for health, a command the CLI does not have, a health check on the wrong port, a
@@ -204,9 +204,9 @@ def test_docker_compose_accepts_the_file_and_refuses_it_without_passwords(tmp_pa
     assert missing.returncode != 0 and "PASSWORD" in missing.stderr
 
 
-def test_every_service_the_readme_lists_is_in_compose(services: dict[str, Any]) -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Docker Compose", 1)[1].split("\n## ", 1)[0]
+def test_every_service_the_operations_guide_lists_is_in_compose(services: dict[str, Any]) -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    section = guide.split("## Docker Compose", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `([a-z-]+)` \|", section, flags=re.MULTILINE))
     assert listed == set(services)
 
@@ -240,11 +240,11 @@ def test_readme_documents_every_setting_with_its_default() -> None:
 
 
 def _security_section() -> str:
-    readme = (ROOT / "README.md").read_text()
-    return readme.split("## Security", 1)[1].split("\n## ", 1)[0]
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    return guide.split("## Security", 1)[1].split("\n## ", 1)[0]
 
 
-def test_readme_shows_the_grants_migrate_applies() -> None:
+def test_the_operations_guide_shows_the_grants_migrate_applies() -> None:
     from core.roles import api_grants
 
     section = _security_section()
@@ -253,7 +253,7 @@ def test_readme_shows_the_grants_migrate_applies() -> None:
     assert shown == api_grants("interaction_summary_api")
 
 
-def test_readme_has_a_json_sample_of_each_log_kind() -> None:
+def test_the_operations_guide_has_a_json_sample_of_each_log_kind() -> None:
     import orjson
 
     blocks = _security_section().split("### Logs", 1)[1].split("```json\n")[1:]

@@ -21,7 +21,9 @@ import pytest
 
 from api.auth import Role, create_key
 from api.catalog import CatalogDocument, load_catalog
+from api.outcome_types import NewOutcomeType, create_type
 from core.config import Settings
+from core.schema import Classification
 from tests.support import ApiProcess, ServiceProcess, produce, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -73,7 +75,15 @@ CATALOG = CatalogDocument.model_validate(
 # Counts per action and type. OFF-NEW is not in the catalog; OFF-GOLD passes 1,000 impressions
 # so thousands separators show; batch two lifts OFF-MORT above OFF-GOLD, so rows must move.
 BATCH_ONE = {
-    "OFF-GOLD": {"impression": 1040, "click": 52, "dismiss": 31, "accept": 12, "convert": 9},
+    # applied: a custom outcome type the tenant registers as positive (issue 11)
+    "OFF-GOLD": {
+        "impression": 1040,
+        "click": 52,
+        "dismiss": 31,
+        "accept": 12,
+        "convert": 9,
+        "applied": 6,
+    },
     "OFF-MORT": {"impression": 210, "click": 7, "dismiss": 12, "accept": 3, "convert": 2},
     "OFF-NEW": {"impression": 40, "click": 3, "convert": 1},
 }
@@ -243,6 +253,8 @@ async def test_dashboard_shows_the_apis_numbers_and_follows_new_events(
     api = await start_api(settings)
     await load_catalog(pool, CATALOG)
     key = await create_key(pool, Role.VIEWER)
+    applied = NewOutcomeType(key="applied", name="Applied", classification=Classification.POSITIVE)
+    await create_type(pool, "default", applied)
     first = events(BATCH_ONE, "one", datetime.now(UTC))
     await produce(settings, first)
 
@@ -295,6 +307,23 @@ async def test_dashboard_shows_the_apis_numbers_and_follows_new_events(
         assert rows["OFF-GOLD"]["cvr"] == f"{gold['cvr']:.2f}%" == "0.87%"
         assert rows["OFF-GOLD"]["name"] == "Gold credit cardOFF-GOLD"  # name over id
         assert rows["OFF-NEW"]["name"] == "OFF-NEW"  # unknown to the catalog: the id alone
+        # The custom type: a column of its own, in the sentiment bar as the registry says, and
+        # listed with its classification beside the system types; its column can be hidden.
+        assert rows["OFF-GOLD"]["outcome:applied"] == "6"
+        assert rows["OFF-NEW"]["outcome:applied"] == "0"
+        assert (gold["positive"], gold["negative"]) == (52 + 12 + 6, 31)
+        listed = await page.eval_on_selector_all(
+            "#outcome-type-list li",
+            "lis => lis.map(li => [li.dataset.type, li.querySelector('.cls').textContent])",
+        )
+        assert listed == [["impression", "neutral"], ["click", "positive"], ["dismiss", "negative"],
+                          ["accept", "positive"], ["convert", "neutral"], ["applied", "positive"]]  # fmt: skip
+        column = "#summary thead th[data-col='outcome:applied']"
+        await page.uncheck("#outcome-type-list li[data-type=applied] input")
+        assert await page.locator(column).count() == 0
+        await page.check("#outcome-type-list li[data-type=applied] input")
+        assert await page.locator(column).count() == 1
+        await ui.wait_matches("the page lost the API's rows after showing a column again")
         status = await ui.text("#status")
         assert re.fullmatch(r"updated \d\d:\d\d:\d\d · source: (redis|postgres|history)", status)
         assert await page.get_attribute("#status", "data-state") == "live"

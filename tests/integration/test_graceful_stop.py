@@ -16,6 +16,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from core.config import Settings
+from core.keys import ready_key
 from tests.integration.stores import (
     history_count,
     kept_in_redis,
@@ -33,12 +34,14 @@ async def test_a_worker_stopped_mid_stream_has_mirrored_every_committed_batch(
     worker = start_worker(settings)
     publishing = asyncio.create_task(produce(settings, traffic.messages))
     try:
+        redis = Redis.from_url(settings.redis_url)
 
         async def counting_under_way() -> bool:
-            return await history_count(settings.database_url) >= 3_000
+            # Mirroring under way too: a Redis not resynced yet is the next worker's to fill.
+            ready = await redis.exists(ready_key(settings.redis_prefix))
+            return bool(ready) and await history_count(settings.database_url) >= 3_000
 
         await wait_until(counting_under_way, 120, 0.05, "the worker never counted 3,000 events")
-        redis = Redis.from_url(settings.redis_url)
         try:
             await redis.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
             paused_at = await history_count(settings.database_url)
@@ -55,7 +58,6 @@ async def test_a_worker_stopped_mid_stream_has_mirrored_every_committed_batch(
             await redis.aclose()
     finally:
         await publishing
-    assert "redis caught up before exit batches_left=0" in worker.logs()
     counted = await history_count(settings.database_url)
     assert 3_000 <= counted < len(traffic.valid), "the stop must land mid-stream"
     # No worker runs now: Redis must already hold every committed batch.
@@ -66,3 +68,4 @@ async def test_a_worker_stopped_mid_stream_has_mirrored_every_committed_batch(
         f"{len(missing)} of {len(in_postgres)} buckets differ after the stop ({len(in_redis)} in"
         f" Redis), e.g. {list(missing.items())[:3]}"
     )
+    assert "redis caught up before exit batches_left=0" in worker.logs()

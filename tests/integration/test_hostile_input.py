@@ -32,14 +32,9 @@ from hypothesis import strategies as st
 
 from core.config import Settings
 from tests.conftest import MakeSettings
-from tests.integration.faults import (
-    ApiClient,
-    Publisher,
-    Raw,
-    Recount,
-    assert_api_matches_recount,
-    make_keys,
-)
+from tests.integration.api_oracle import ApiClient, Recount, assert_api_matches_recount
+from tests.integration.credentials import make_keys
+from tests.integration.publishing import Publisher, Raw
 from tests.integration.stores import wait_for_exact_stores
 from tests.recount import distinct_events, expected_buckets, from_payload
 from tests.support import ServiceProcess, wait_until

@@ -24,18 +24,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.auth import Role, create_key
-from cli.embedded import free_port
-from cli.topics import ensure_topics, service_topics
 from core.config import Settings
 from core.db import create_pool
-from tests.integration.faults import (
-    ApiClient,
-    Publisher,
-    Recount,
-    assert_api_matches_recount,
-    own_kafka,
-    wave,
-)
+from embedded.processes import free_port
+from streams.topics import ensure_topics, service_topics
+from tests.integration.api_oracle import ApiClient, Recount, assert_api_matches_recount
+from tests.integration.faults import own_kafka
+from tests.integration.publishing import Publisher, wave
 from tests.integration.stores import history_count, wait_for_exact_stores
 from tests.recount import distinct_events, expected_buckets
 from tests.support import wait_until

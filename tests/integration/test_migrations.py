@@ -3,19 +3,23 @@ answers exactly the numbers it answered before, then goes on counting."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 
 import asyncpg
 
 from core.config import Settings
 from core.db import migrate, migration_files
+from core.periods import STORED_PERIODS
+from core.schema import COUNTER_COLUMNS, STATUSES, TYPE_KEY_PATTERN, Category, Classification
 from streams import outbox
 from tests.conftest import MakeSettings
 from tests.integration import schema1
-from tests.integration.faults import ApiClient, Recount, assert_api_matches_recount, make_keys
-from tests.integration.stores import postgres_buckets, wait_for_exact_stores
-from tests.integration.traffic import make_traffic
-from tests.recount import distinct_events, expected_buckets
+from tests.integration.api_oracle import ApiClient, Recount, assert_api_matches_recount
+from tests.integration.credentials import make_keys
+from tests.integration.stores import postgres_buckets, postgres_outcomes, wait_for_exact_stores
+from tests.integration.traffic import CUSTOM_TYPES, custom_traffic, make_traffic
+from tests.recount import distinct_events, expected_buckets, expected_outcomes
 from tests.support import produce
 
 
@@ -43,8 +47,9 @@ async def test_a_schema1_database_migrates_in_place_and_answers_the_same_numbers
         assert await migrate(conn) == later  # 0002_write_path.sql, then the later ones
         assert await migrate(conn) == []  # applied once
 
-        # every number the old schema stored, the new one answers
+        # every number the old schema stored, the new one answers (custom types per type too)
         assert await postgres_buckets(dsn) == before
+        assert await postgres_outcomes(dsn) == expected_outcomes(events)
         assert await conn.fetchval("SELECT count(*) FROM interaction_history") == len(events)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
         try:
@@ -80,3 +85,69 @@ async def test_a_schema1_database_migrates_in_place_and_answers_the_same_numbers
     everything = distinct_events(traffic.valid + more.valid)
     await wait_for_exact_stores(settings, expected_buckets(everything), len(everything))
     await assert_api_matches_recount(client, Recount(everything), period_source="redis")
+
+
+async def test_a_schema4_database_counts_its_past_custom_types_in_place(
+    empty_database: str,
+) -> None:
+    """0005: past events of types without a counter get their per-type counts from history;
+    every bucket keeps its numbers; an outbox row of the old form still decodes."""
+    dsn = empty_database
+    events = distinct_events(custom_traffic(1500, seed=41).valid)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, up_to=1)
+        await schema1.fill(conn, events)
+        await migrate(conn, up_to=4)
+        before = await postgres_buckets(dsn)
+        await conn.execute(
+            "INSERT INTO redis_outbox (batch_id, tenant_id, dimension, period, bucket_start,"
+            " groups, counts) VALUES (9, 'default', 'action', 'alltime', '-infinity',"
+            " '{a}', '{{1,0,0,0,0,1,0}}')"
+        )
+        assert await migrate(conn) == ["0005_outcome_types.sql"]
+        assert await postgres_buckets(dsn) == before == expected_buckets(events)
+        assert await postgres_outcomes(dsn) == expected_outcomes(events)
+        assert {t for _, t in expected_outcomes(events)} == {*CUSTOM_TYPES, "hover_3s"}
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            [(batch_id, [bucket])] = await outbox.pending(pool, 10)
+        finally:
+            await pool.close()
+        assert (batch_id, bucket.groups, bucket.outcome_groups) == (9, ["a"], [])
+    finally:
+        await conn.close()
+
+
+def _quoted(definition: str) -> set[str]:
+    return set(re.findall(r"'([^']*)'::text", definition))
+
+
+async def test_the_migrations_agree_with_core_schema(empty_database: str) -> None:
+    """The CHECK constraints and counter columns the migrations make are the ones
+    core/schema.py declares."""
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await migrate(conn)
+        checks = {
+            r["conname"]: r["def"]
+            for r in await conn.fetch(
+                "SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint"
+                " WHERE contype = 'c'"
+            )
+        }
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'interaction_bucket' AND data_type = 'bigint'"
+            " ORDER BY ordinal_position"
+        )
+    finally:
+        await conn.close()
+    assert _quoted(checks["outcome_type_classification_check"]) == set(Classification)
+    assert _quoted(checks["outcome_type_category_check"]) == set(Category)
+    assert _quoted(checks["outcome_type_status_check"]) == set(STATUSES)
+    assert f"^{TYPE_KEY_PATTERN}$" in checks["outcome_type_key_check"]
+    assert [r[0] for r in columns] == list(COUNTER_COLUMNS.values())
+    stored = {p.value for p in STORED_PERIODS}
+    assert _quoted(checks["interaction_bucket_period_check"]) == stored
+    assert _quoted(checks["interaction_bucket_outcome_period_check"]) == stored

@@ -9,10 +9,12 @@ import subprocess
 import asyncpg
 
 from core.config import Settings
-from tests.integration.stores import postgres_buckets, wait_for_exact_stores
+from embedded.processes import cli_argv, service_env
+from tests.integration.publishing import Publisher, wave
+from tests.integration.stores import history_count, postgres_buckets, wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets
-from tests.support import cli_argv, produce, service_env
+from tests.support import produce, wait_until
 
 
 def rebuild(settings: Settings) -> str:
@@ -52,16 +54,25 @@ async def test_rebuild_after_losing_every_bucket_restores_the_exact_counts(
 async def test_rebuild_while_events_flow_neither_loses_nor_doubles(
     settings: Settings, start_worker
 ) -> None:
-    first, second = make_traffic(3000, seed=22), make_traffic(3000, seed=23)
-    for event in second.valid:  # distinct ids from the first batch of traffic
-        event["id"] = "second-" + event["id"]
-    start_worker(settings)
-    await produce(settings, first.messages)
-    producing = asyncio.create_task(produce(settings, second.messages))
-    await asyncio.to_thread(
-        rebuild, settings
-    )  # the rebuild runs while the second traffic is counted
-    await producing
-
+    """The rebuild starts once the worker is counting the second wave and ends before it has
+    counted all of it (both asserted): events are counted before, during and after it."""
+    first = wave(2000, seed=22, prefix="a")
+    second = wave(5000, seed=23, prefix="b", republish=first.valid[:100])
+    before = distinct_events(first.valid)
     events = distinct_events(first.valid + second.valid)
+    start_worker(settings)
+    async with Publisher(settings) as publisher:
+        await publisher.send(first.messages)
+        await wait_for_exact_stores(settings, expected_buckets(before), len(before))
+        publishing = asyncio.create_task(publisher.send(second.messages, rate=400))
+
+        async def counting_the_second_wave() -> bool:
+            return await history_count(settings.database_url) > len(before)
+
+        await wait_until(counting_the_second_wave, 60, 0.05, "the second wave is never counted")
+        await asyncio.to_thread(rebuild, settings)
+        counted_when_rebuilt = await history_count(settings.database_url)
+        assert counted_when_rebuilt < len(events), "the rebuild must end while events still flow"
+        await publishing
+
     await wait_for_exact_stores(settings, expected_buckets(events), len(events))

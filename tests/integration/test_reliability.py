@@ -22,31 +22,31 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from cli.embedded import EmbeddedServers, ServerStartError
-from cli.topics import ensure_topics, service_topics
 from core.config import Settings
 from core.periods import STORED_PERIODS
-from tests.conftest import MakeSettings, database_dsn
-from tests.integration.faults import (
+from embedded.isolation import database_dsn
+from embedded.processes import ServerStartError
+from embedded.servers import EmbeddedServers
+from streams.topics import ensure_topics, service_topics
+from tests.conftest import MakeSettings
+from tests.integration.api_oracle import (
     ApiClient,
-    Publisher,
     Recount,
-    Restartable,
-    TcpProxy,
     Watch,
     assert_api_matches_recount,
-    assert_no_secret_in_logs,
-    assigned_partitions,
-    assignments,
+    watch_answers,
+)
+from tests.integration.consumption import assigned_partitions, assignments, offsets_all_committed
+from tests.integration.credentials import assert_no_secret_in_logs, make_keys
+from tests.integration.faults import (
+    Restartable,
+    TcpProxy,
     dsn_through,
-    make_keys,
-    offsets_all_committed,
     own_kafka,
     own_postgres,
     own_redis,
-    watch_answers,
-    wave,
 )
+from tests.integration.publishing import Publisher, wave
 from tests.integration.stores import history_count, postgres_buckets, wait_for_exact_stores
 from tests.recount import distinct_events, expected_buckets
 from tests.support import cli_argv, service_env, wait_until
@@ -55,7 +55,7 @@ TENANTS = ("default", "acme")
 
 # Size of the SIGKILL test. CI runs the defaults (50,000 events, 4 kills: about a minute on 2
 # cores); the issue's full size is RELIABILITY_KILL_EVENTS=200000 RELIABILITY_KILLS=5 (about
-# two minutes, the figure in the README).
+# two minutes, the figure in docs/reliability.md).
 KILL_EVENTS = int(os.environ.get("RELIABILITY_KILL_EVENTS", "50000"))
 KILLS = int(os.environ.get("RELIABILITY_KILLS", "4"))
 KILL_SEED = int(os.environ.get("RELIABILITY_SEED", "20260501"))
@@ -374,10 +374,8 @@ async def test_broker_restart_worker_reconnects_by_itself_and_counts_what_is_pub
     """The embedded broker keeps nothing: after its restart the topics are created again and
     events published again (new ones, and some counted before, now at other offsets).
 
-    Known limit, see the README: with a broker that forgets its log, events published before
-    the worker has joined the group again can be skipped (Faust keeps its read positions and
-    commits them to the new log), so the test publishes once the worker is back in its group,
-    and restarts the broker only once the worker has committed its offsets.
+    This one publishes once the worker is back in its group; events published at once, before
+    it rejoined, are test_log_rewind.py's case (a partition whose log went backwards).
     """
     settings = await make_settings(kafka_bootstrap_servers=kafka_server.url)
     worker = start_worker(settings)
@@ -411,11 +409,12 @@ async def test_broker_restart_worker_reconnects_by_itself_and_counts_what_is_pub
 # --- an operator repairs the counters -------------------------------------------------------
 
 
-async def test_a_rebuild_while_the_worker_counts_keeps_every_bucket_exact_after_it(
+async def test_events_counted_after_a_rebuild_add_to_the_rebuilt_rows_and_survive_a_resync(
     settings: Settings, start_worker, start_api
 ) -> None:
-    """``interaction-summary rebuild`` (the documented repair) recounts from history; events
-    counted afterwards must add to the rebuilt rows, and a later Redis resync copy them."""
+    """``interaction-summary rebuild`` (the documented repair) recounts from history beside a
+    running worker; events counted afterwards must add to the rebuilt rows, and a later Redis
+    resync copy them. (A rebuild overlapping the flow: test_rebuild.py.)"""
     worker = start_worker(settings)
     api, _ = await _api(settings, start_api)
     first = wave(1500, seed=61, prefix="a")

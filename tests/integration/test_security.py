@@ -30,10 +30,10 @@ import orjson
 import pytest
 
 from api.auth import Role, create_key
-from cli.embedded import EmbeddedServers
 from core.config import Settings
 from core.db import migration_files
 from core.periods import ALLTIME_START
+from embedded.servers import EmbeddedServers
 from tests.integration.faults import TcpProxy, _pipe, dsn_through
 from tests.support import ApiProcess, run_cli, wait_until
 
@@ -430,6 +430,13 @@ async def test_the_api_runs_as_a_role_that_cannot_change_schema_or_counters(
         assert made.status_code == 201, made.text
         revoked = await client.delete(f"/api/v1/keys/{made.json()['key'][:10]}")
         assert revoked.json() == {"revoked": 1}
+        new_type = {"key": "applied", "name": "Applied", "classification": "positive"}
+        registered = await client.post("/api/v1/outcome-types", json=new_type)
+        assert registered.status_code == 201, registered.text
+        changed = await client.put("/api/v1/outcome-types/applied", json={"ordinal": 7})
+        assert changed.status_code == 200, changed.text
+        assert (await client.delete("/api/v1/outcome-types/applied")).status_code == 200
+        assert (await client.get("/api/v1/outcome-types")).status_code == 200
     conn = await asyncpg.connect(restricted.database_url)
     try:
         for statement in (
@@ -442,6 +449,8 @@ async def test_the_api_runs_as_a_role_that_cannot_change_schema_or_counters(
             "DROP TABLE catalog_channel",
             "ALTER TABLE api_key ADD COLUMN backdoor text",
             "DELETE FROM api_key",
+            "DELETE FROM outcome_type",
+            "UPDATE interaction_bucket_outcome SET count = 0",
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(statement)

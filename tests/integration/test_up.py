@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from cli.embedded import free_port, start_postgres
-from cli.stack import DATABASE_NAME
+from cli.stack import DATABASE_NAME, DEMO_HISTORY_DAYS, publish_demo_history
 from core.config import Settings
-from tests.conftest import database_dsn
-from tests.integration.faults import Publisher, wave
+from embedded.isolation import database_dsn
+from embedded.processes import clean_env, cli_argv, free_port
+from embedded.servers import start_postgres
+from tests.integration.publishing import Publisher, wave
 from tests.integration.stores import history_count, postgres_buckets
 from tests.recount import distinct_events, expected_buckets
-from tests.support import _SERVICE_ENV_PREFIXES, cli_argv, wait_until
+from tests.support import wait_until
 
 
 @pytest.mark.slow
@@ -27,8 +30,7 @@ async def test_ctrl_c_of_up_right_after_publishing_counts_every_event_before_the
     """20,000 events published to the embedded stack, Ctrl-C at once: the shutdown waits for
     the worker, so all of them are in Postgres afterwards (the broker kept them only in memory)."""
     state = tmp_path / "stack"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="200")
+    env = clean_env(COLUMNS="200")
     output = tmp_path / "up.log"
     with output.open("wb") as log:
         up = subprocess.Popen(
@@ -62,3 +64,38 @@ async def test_ctrl_c_of_up_right_after_publishing_counts_every_event_before_the
         assert await postgres_buckets(dsn) == expected_buckets(events)
     finally:
         postgres.stop()
+
+
+async def test_demo_history_fills_every_day_of_the_last_month(
+    settings: Settings, start_worker
+) -> None:
+    """What ``up --demo`` publishes before its live producer starts: events on every day of
+    the last 30, none older, so the month and the rolling windows are not a single bar."""
+    assert await publish_demo_history(settings, 3000, seed=7) == 3000
+    start_worker(settings)
+    now = datetime.now(UTC)
+
+    async def days_counted() -> int:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(DISTINCT date_trunc('day', ts AT TIME ZONE 'UTC'))"
+                    " FROM interaction_history"
+                )
+            )
+        finally:
+            await conn.close()
+
+    await wait_until(lambda: _at_least(days_counted, 30), 120, 0.5, "a month of days")
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        oldest, newest = await conn.fetchrow("SELECT min(ts), max(ts) FROM interaction_history")
+    finally:
+        await conn.close()
+    assert oldest >= now - timedelta(days=DEMO_HISTORY_DAYS, minutes=1)
+    assert newest >= now - timedelta(hours=6)
+
+
+async def _at_least(value: Callable[[], Awaitable[int]], floor: int) -> bool:
+    return await value() >= floor

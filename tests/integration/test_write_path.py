@@ -3,46 +3,14 @@ in Postgres and in Redis, with every invalid message in the dead-letter topic.""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from typing import Any
-
-from aiokafka import AIOKafkaConsumer
 
 from core.config import Settings
-from tests.integration.stores import history_count, wait_for_exact_stores
+from tests.integration.consumption import dead_letters
+from tests.integration.stores import wait_for_exact_stores
 from tests.integration.traffic import make_traffic
 from tests.recount import distinct_events, expected_buckets
-from tests.support import produce, wait_until
-
-
-async def dead_letters(settings: Settings, expected: int, timeout: float = 60) -> list[Any]:
-    """Every record of the DLQ topic (waits until ``expected`` of them arrived)."""
-    consumer = AIOKafkaConsumer(
-        settings.dlq_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-
-        async def got_all() -> bool:
-            batch = await consumer.getmany(timeout_ms=500)
-            for part in batch.values():
-                records.extend(part)
-            return len(records) >= expected
-
-        await wait_until(
-            got_all, timeout, message=lambda: f"{len(records)}/{expected} dead letters"
-        )
-        await asyncio.sleep(0)  # nothing more is expected; a surplus shows in the assert below
-        for part in (await consumer.getmany(timeout_ms=1000)).values():
-            records.extend(part)
-    finally:
-        await consumer.stop()
-    return records
+from tests.support import produce
 
 
 async def test_every_bucket_in_both_stores_equals_an_independent_recount(
@@ -93,21 +61,5 @@ async def test_two_workers_in_one_group_stay_exact(settings: Settings, start_wor
     await wait_for_exact_stores(settings, expected_buckets(distinct), len(distinct))
 
 
-async def test_worker_killed_mid_ingest_loses_nothing_and_counts_nothing_twice(
-    settings: Settings, start_worker
-) -> None:
-    traffic = make_traffic(40_000, seed=3)
-    distinct = distinct_events(traffic.valid)
-    worker = start_worker(settings)
-    await produce(settings, traffic.messages)
-
-    async def midway() -> bool:
-        return await history_count(settings.database_url) > len(distinct) // 4
-
-    await wait_until(midway, 180, interval=0.2, message="the worker never got going")
-    worker.kill()
-    counted_at_kill = await history_count(settings.database_url)
-    assert counted_at_kill < len(distinct), "the kill must land mid-ingest"
-    worker.restart()
-
-    await wait_for_exact_stores(settings, expected_buckets(distinct), len(distinct))
+# A worker killed mid-ingest: tests/integration/test_reliability.py, the one kill test
+# (SIGKILL at random instants, restarted each time, exact afterwards).

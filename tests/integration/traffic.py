@@ -110,3 +110,19 @@ def make_traffic(
         traffic.messages.insert(rng.randrange(len(traffic.messages) + 1), bad)
         traffic.invalid.append(bad)
     return traffic
+
+
+# Custom outcome types (issue 11): no counter of their own, counted per type.
+CUSTOM_TYPES = ("applied", "quote_requested", "deferred")
+
+
+def custom_traffic(count: int, seed: int, id_prefix: str = "", share: float = 0.15) -> Traffic:
+    """``make_traffic`` with about ``share`` of the events of CUSTOM_TYPES (besides its 5%
+    hover_3s), ids prefixed with ``id_prefix``."""
+    traffic = make_traffic(count, seed=seed)
+    rng = random.Random(seed)
+    for event in {id(e): e for e in traffic.valid}.values():  # duplicates are the same dict
+        event["id"] = id_prefix + event["id"]
+        if rng.random() < share:
+            event["type"] = rng.choice(CUSTOM_TYPES)
+    return traffic

@@ -1,8 +1,8 @@
-"""api.summary.Recent: the small LRU map behind the parsed-page and built-body memos."""
+"""api.recent.Recent: the small LRU map behind the parsed-page and built-body memos."""
 
 from __future__ import annotations
 
-from api.summary import Recent
+from api.recent import Recent
 
 
 def test_keeps_the_most_recently_used_entries_up_to_its_size() -> None:

@@ -7,15 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.catalog import Catalog
-from api.summary import (
-    GroupCounts,
-    Page,
-    action_row,
-    channel_row,
-    customer_row,
-    rate,
-    treatment_row,
-)
+from api.rows import action_row, channel_row, customer_row, rate, treatment_row
+from api.summary import GroupCounts, Page
 
 EMPTY = Catalog()
 
@@ -116,7 +109,8 @@ def test_sentiment_parts_never_negative(
 
 
 def test_page_rows_keep_store_order() -> None:
-    from api.summary import GroupBy, rows
+    from api.rows import rows
+    from api.summary import GroupBy
 
     page = Page(2, [GroupCounts("b", 1, 0, 0, 0, 0, 5), GroupCounts("a", 1, 0, 0, 0, 0, 5)])
     assert [r["id"] for r in rows(GroupBy.ACTION, page, EMPTY)] == ["b", "a"]

@@ -1,4 +1,4 @@
-"""Period bucketing (CONTRACT.md section 2) and the range a summary covers (section 3)."""
+"""Period bucketing (docs/contract.md section 2) and the range a summary covers (section 3)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from core.periods import (
-    ALLTIME_START,
-    REDIS_GRACE,
-    Period,
-    bucket_start,
-    bucket_starts,
-    next_bucket_start,
-    period_for_days,
-    redis_expiry,
-    summary_range,
-)
+from core.hot import REDIS_GRACE, redis_expiry
+from core.periods import ALLTIME_START, Period, bucket_start, bucket_starts, next_bucket_start
+from core.ranges import period_for_days, summary_range
 
 D, W, M, A = Period.DAILY, Period.WEEKLY, Period.MONTHLY, Period.ALLTIME
 PROPERTY = settings(max_examples=300, deadline=None)

@@ -1,9 +1,8 @@
-"""The event contract (CONTRACT.md section 1): what is accepted, what is rejected and why."""
+"""The event contract (docs/contract.md section 1): what is accepted, what is rejected and why."""
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -135,10 +134,8 @@ def test_non_bmp_characters_count_as_one_character() -> None:
 
 
 def test_unknown_fields_are_ignored_even_when_huge_or_deeply_nested() -> None:
-    started = time.perf_counter()
     assert parse(event(note="x" * 1_048_576)).id == "evt-1"
     assert parse_event(with_raw_field("extra", nested_json(1000, "leaf")), NOW, TOLERANCE)
-    assert time.perf_counter() - started < 1.0
 
 
 @pytest.mark.parametrize(
@@ -307,11 +304,12 @@ def test_field_violations_are_rejected_with_a_reason_naming_the_field(
     assert len(reason) < 200
 
 
-def test_a_1mb_id_is_rejected_quickly() -> None:
-    raw = encode(event(id="x" * 1_048_576))
-    started = time.perf_counter()
-    rejection(raw)
-    assert time.perf_counter() - started < 1.0
+def test_a_1mb_id_is_rejected_with_a_short_reason_naming_the_field() -> None:
+    # How fast is a benchmark's question (bench/), not a unit test's: a timed assert here
+    # fails on a loaded machine and passes a slow parser on a fast one.
+    reason = rejection(encode(event(id="x" * 1_048_576)))
+    assert "'id'" in reason
+    assert len(reason) < 200
 
 
 # ---------------------------------------------------------------- properties

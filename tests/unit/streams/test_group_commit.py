@@ -79,3 +79,31 @@ def test_every_item_is_taken_once_in_order(items: list[int], size: int, fill: bo
         return taken
 
     assert asyncio.run(run()) == items
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 300), max_size=60), st.integers(1, 500))
+def test_batches_and_the_buffer_stay_within_the_byte_bound(sizes: list[int], bound: int) -> None:
+    """Items are their own size in bytes: no batch above the bound unless it is one item, and
+    the buffer never holds more than the bound plus one item."""
+
+    async def run() -> list[int]:
+        batches: GroupCommit[int] = GroupCommit(1000, max_bytes=bound, size=lambda n: n)
+        taken: list[int] = []
+        largest = max(sizes, default=0)
+
+        async def reader() -> None:
+            for item in sizes:
+                await batches.put(item)
+                assert batches.buffered_bytes < bound + largest + 1
+
+        async def committer() -> None:
+            while len(taken) < len(sizes):
+                batch = await batches.take()
+                assert len(batch) == 1 or sum(batch) <= bound
+                taken.extend(batch)
+
+        await asyncio.wait_for(asyncio.gather(reader(), committer()), 5)
+        return taken
+
+    assert asyncio.run(run()) == sizes

