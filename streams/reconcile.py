@@ -22,14 +22,16 @@ import asyncpg
 from redis.asyncio import Redis
 
 from core import keys
+from core.hot import oldest_kept_starts
 from core.mirror import mirror_state
-from core.periods import ALLTIME_START, Period, oldest_kept_starts
+from core.periods import ALLTIME_START, Period
+from core.schema import COUNTER_COLUMNS, COUNTERS
 
 log = logging.getLogger(__name__)
 
-Counts = tuple[int, ...]  # in keys.COUNTERS order
+Counts = tuple[int, ...]  # in COUNTERS order
 
-_COLUMNS = [c if c != "distinct" else "distinct_count" for c in keys.COUNTERS]
+_COLUMNS = [COUNTER_COLUMNS[c] for c in COUNTERS]
 _TENANTS = """
 WITH RECURSIVE t AS (
     (SELECT tenant_id FROM interaction_bucket ORDER BY tenant_id LIMIT 1)
@@ -85,7 +87,7 @@ def mismatched_groups(
                 for i, delta in enumerate(deltas):
                     row[i] -= delta
     wrong = []
-    zero = (0,) * len(keys.COUNTERS)
+    zero = (0,) * len(COUNTERS)
     for group, want in expected.items():
         have = redis.get(group, zero)
         if redis_moved:
@@ -166,7 +168,7 @@ async def reconcile_once(
     for i, name in enumerate(names):
         named = dict(zip(keys.HASH_COUNTERS, fields[i * width : (i + 1) * width], strict=True))
         in_redis[name] = tuple(
-            -int(scores[i] or 0) if c == "total" else int(named[c] or 0) for c in keys.COUNTERS
+            -int(scores[i] or 0) if c == "total" else int(named[c] or 0) for c in COUNTERS
         )
     applied = {b.batch_id for b, seen in zip(pending, markers, strict=True) if seen}
     wrong = mismatched_groups(postgres, pending, applied, in_redis, moved_from != moved_to)

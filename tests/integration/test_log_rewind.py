@@ -16,21 +16,15 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from cli.topics import ensure_topics, service_topics
 from core.config import Settings
 from core.periods import STORED_PERIODS
+from streams.topics import ensure_topics, service_topics
 from tests.conftest import MakeSettings
-from tests.integration.faults import (
-    ApiClient,
-    Publisher,
-    Recount,
-    Restartable,
-    assert_api_matches_recount,
-    make_keys,
-    offsets_all_committed,
-    own_kafka,
-    wave,
-)
+from tests.integration.api_oracle import ApiClient, Recount, assert_api_matches_recount
+from tests.integration.consumption import offsets_all_committed
+from tests.integration.credentials import make_keys
+from tests.integration.faults import Restartable, own_kafka
+from tests.integration.publishing import Publisher, wave
 from tests.integration.stores import wait_for_exact_stores
 from tests.recount import Event, distinct_events, expected_buckets
 from tests.support import wait_until

@@ -23,18 +23,16 @@ from redis.asyncio import Redis
 from core import keys
 from core.config import Settings
 from tests.conftest import MakeSettings
-from tests.integration.faults import (
+from tests.integration.api_oracle import (
     ApiClient,
-    Publisher,
     Recount,
-    Restartable,
     Watch,
     assert_api_matches_recount,
-    make_keys,
-    own_redis,
     watch_answers,
-    wave,
 )
+from tests.integration.credentials import make_keys
+from tests.integration.faults import Restartable, own_redis
+from tests.integration.publishing import Publisher, wave
 from tests.integration.stores import kept_in_redis, redis_buckets, wait_for_exact_stores
 from tests.recount import Event, distinct_events, expected_buckets
 from tests.support import ServiceProcess, wait_until
