@@ -133,7 +133,10 @@ async def interaction_summaries(
     if rolling is not None:
         events = [e for e in events if e.ts < rolling[2]]
     periods = [period_type] if period_type is not None else list(Period)
-    rows, total = summary_page(customer_id, events, periods, rolling, min(limit, MAX_SUMMARY_ROWS))
+    classes = await stores.classes.get(stores.pool, key.tenant_id)  # the tenant's registry
+    rows, total = summary_page(
+        customer_id, events, periods, rolling, min(limit, MAX_SUMMARY_ROWS), classes=classes
+    )
     return ORJSONResponse({"data": rows, "total": total})
 
 

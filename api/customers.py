@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -18,14 +18,14 @@ from typing import Any
 
 import orjson
 
-from api.summary import GroupCounts, sentiment
 from core.periods import Period, bucket_starts, next_bucket_start
+from core.schema import SYSTEM_CLASSES, SYSTEM_TYPES, Classification, sentiment
 
 ROLLING = "rolling"
 # Rows are ordered by period type in this order, then period newest first.
 PERIOD_ORDER: dict[str, int] = {p.value: i for i, p in enumerate(Period)} | {ROLLING: len(Period)}
 # Period is a StrEnum: its members are keys of PERIOD_ORDER too.
-_COUNTED = ("impression", "click", "dismiss", "accept", "convert")
+_COUNTED = SYSTEM_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +83,14 @@ def rolling_start(days: int, now: datetime) -> tuple[datetime, datetime]:
     return _midnight(first), _midnight(today) + timedelta(days=1)
 
 
-# An accumulator: the counts in _COUNTED order, total, then the latest (ts, event id, type).
-_TOTAL, _LAST_TS, _LAST_ID, _LAST_TYPE = (
+# An accumulator: the counts in _COUNTED order, total, then the latest (ts, event id, type),
+# then the counts of custom outcome types (a dict, None until the row has one).
+_TOTAL, _LAST_TS, _LAST_ID, _LAST_TYPE, _CUSTOM = (
     len(_COUNTED),
     len(_COUNTED) + 1,
     len(_COUNTED) + 2,
     len(_COUNTED) + 3,
+    len(_COUNTED) + 4,
 )
 _SLOT = {t: i for i, t in enumerate(_COUNTED)}
 # (period type, period start, action, treatment, channel)
@@ -100,9 +102,10 @@ def summary_rows(
     events: Iterable[CustomerEvent],
     periods: Iterable[Period] | None,
     rolling: tuple[int, datetime, datetime] | None = None,
+    classes: Mapping[str, Classification] = SYSTEM_CLASSES,
 ) -> list[dict[str, Any]]:
     """Every row of ``summary_page``."""
-    return summary_page(customer, events, periods, rolling)[0]
+    return summary_page(customer, events, periods, rolling, classes=classes)[0]
 
 
 def summary_page(
@@ -111,6 +114,7 @@ def summary_page(
     periods: Iterable[Period] | None,
     rolling: tuple[int, datetime, datetime] | None = None,
     limit: int | None = None,
+    classes: Mapping[str, Classification] = SYSTEM_CLASSES,
 ) -> tuple[list[dict[str, Any]], int]:
     """The first ``limit`` rows (all when None) and the number of rows.
 
@@ -121,7 +125,8 @@ def summary_page(
     ``periods``: the calendar period types wanted. ``rolling``: (days, start, end) for one
     row per combination over ``[start, end)`` instead (``events`` already in that range).
     ``lastContactAt`` / ``lastOutcomeKey``: time and type of the row's latest event (ties:
-    the greatest event id). Only the rows of the page are built (measured: building every
+    the greatest event id). ``positive``/``negative``/``neutral`` follow ``classes`` (the
+    tenant's outcome-type registry). Only the rows of the page are built (measured: building every
     row was most of a request's CPU for customers with many rows).
     """
     wanted = set(periods or ())
@@ -137,15 +142,18 @@ def summary_page(
             key = (period, start, *combo)
             acc = accs.get(key)
             if acc is None:
-                acc = accs[key] = [0, 0, 0, 0, 0, 0, e.ts, e.event_id, e.type]
+                acc = accs[key] = [0, 0, 0, 0, 0, 0, e.ts, e.event_id, e.type, None]
             elif (e.ts, e.event_id) > (acc[_LAST_TS], acc[_LAST_ID]):
                 acc[_LAST_TS], acc[_LAST_ID], acc[_LAST_TYPE] = e.ts, e.event_id, e.type
             acc[_TOTAL] += 1
             if slot is not None:
                 acc[slot] += 1
+            else:
+                custom = acc[_CUSTOM] = acc[_CUSTOM] or {}
+                custom[e.type] = custom.get(e.type, 0) + 1
     ordered = sorted(accs, key=_order)
     page = ordered if limit is None else ordered[:limit]
-    return [_row(customer, key, accs[key], rolling) for key in page], len(ordered)
+    return [_row(customer, key, accs[key], rolling, classes) for key in page], len(ordered)
 
 
 def _order(key: _RowKey) -> tuple[Any, ...]:
@@ -162,11 +170,15 @@ def _order(key: _RowKey) -> tuple[Any, ...]:
 
 
 def _row(
-    customer: str, key: _RowKey, acc: list[Any], rolling: tuple[int, datetime, datetime] | None
+    customer: str,
+    key: _RowKey,
+    acc: list[Any],
+    rolling: tuple[int, datetime, datetime] | None,
+    classes: Mapping[str, Classification],
 ) -> dict[str, Any]:
     period, start, action, treatment, channel = key
-    counts = GroupCounts(action, acc[0], acc[1], acc[2], acc[3], acc[4], acc[_TOTAL])
-    positive, negative, neutral = sentiment(counts)
+    counts = dict(zip(_COUNTED, acc, strict=False)) | (acc[_CUSTOM] or {})
+    positive, negative, neutral = sentiment(counts, classes)
     since: str | None
     until: str | None
     if rolling is not None:
@@ -184,12 +196,12 @@ def _row(
         "periodKey": pkey,
         "start": since,
         "end": until,
-        "impressions": counts.impression,
+        "impressions": counts["impression"],
         "positive": positive,
         "negative": negative,
         "neutral": neutral,
-        "converts": counts.convert,
-        "total": counts.total,
+        "converts": counts["convert"],
+        "total": acc[_TOTAL],
         "lastContactAt": iso(acc[_LAST_TS]),
         "lastOutcomeKey": acc[_LAST_TYPE],
     }

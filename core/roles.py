@@ -31,6 +31,8 @@ ERASURE_GRANTS = (
     "GRANT INSERT, UPDATE, DELETE ON interaction_bucket, interaction_bucket_outcome, distinct_seen",
     "GRANT SELECT, INSERT, DELETE ON redis_outbox",
     "GRANT USAGE ON SEQUENCE redis_batch_id",
+    # applying the deltas to Redis at once confirms the batch in the current epoch
+    "GRANT UPDATE ON redis_mirror",
 )
 # Version sequences: read to notice changes, bumped on writes (nextval needs USAGE).
 API_SEQUENCES = ("catalog_version", "api_key_version", "outcome_type_version")

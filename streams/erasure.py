@@ -7,7 +7,8 @@ contributions leave every bucket of every dimension in Postgres and Redis, in on
 - The customer's history rows are deleted; their event ids stay in ``erased_event`` (ids
   only, no personal data) and the write statement skips them, so an old event published
   again is a duplicate, as any event seen before.
-- The deltas are the erased events' own counts (pure: ``erasure_deltas``), subtracted from
+- The deltas are the erased events' own counts (pure: ``erasure_deltas``, and
+  ``erasure_outcomes`` for the custom outcome types), subtracted from
   the stored buckets (a bucket's shards are folded into one row; a bucket left with no
   interaction is deleted). Distinct items: the customer's own (customer -> actions) pairs
   go; a (channel, treatment) pair keeps a bucket only if another event of the tenant still
@@ -29,16 +30,11 @@ import asyncpg
 
 from core.db import Connection
 from core.distinct import tag
-from core.keys import COUNTERS
-from core.periods import (
-    STORED_PERIODS,
-    Period,
-    bucket_starts,
-    next_bucket_start,
-    oldest_kept_starts,
-)
+from core.hot import oldest_kept_starts
+from core.mirror import mirror_state
+from core.periods import STORED_PERIODS, Period, bucket_starts, next_bucket_start
+from core.schema import COUNTER_COLUMNS, COUNTERS, SYSTEM_TYPES
 from streams import outbox
-from streams.events import KNOWN_TYPES
 from streams.outbox import HotBucket
 from streams.postgres_sink import COUNTING_LOCK_ID
 from streams.redis_sink import NOT_READY, RedisSink
@@ -74,22 +70,42 @@ def erasure_deltas(customer: str, events: Iterable[ErasedEvent]) -> dict[BucketK
     actions: dict[tuple[Period, date], set[str]] = defaultdict(set)
     total = COUNTERS.index("total")
     for e in events:
-        groups = [("action", e.action_id), ("customer", customer)]
-        if e.treatment_id is not None:
-            groups.append(("treatment", e.treatment_id))
-        if e.channel_id is not None:
-            groups.append(("channel", e.channel_id))
+        groups = _groups(customer, e)
         for period, start in bucket_starts(e.ts):
             actions[(period, start)].add(e.action_id)
             for dimension, group in groups:
                 row = deltas[(dimension, group, period, start)]
                 row[total] += 1
-                if e.type in KNOWN_TYPES:
+                if e.type in SYSTEM_TYPES:
                     row[COUNTERS.index(e.type)] += 1
     distinct = COUNTERS.index("distinct")
     for (period, start), seen in actions.items():
         deltas[("customer", customer, period, start)][distinct] = len(seen)
     return dict(deltas)
+
+
+def erasure_outcomes(
+    customer: str, events: Iterable[ErasedEvent]
+) -> dict[tuple[BucketKey, str], int]:
+    """What ``events`` added to each bucket's count of a custom outcome type (the system
+    types are columns of ``erasure_deltas``)."""
+    counts: dict[tuple[BucketKey, str], int] = defaultdict(int)
+    for e in events:
+        if e.type in SYSTEM_TYPES:
+            continue
+        for period, start in bucket_starts(e.ts):
+            for dimension, group in _groups(customer, e):
+                counts[((dimension, group, period, start), e.type)] += 1
+    return dict(counts)
+
+
+def _groups(customer: str, e: ErasedEvent) -> list[tuple[str, str]]:
+    groups = [("action", e.action_id), ("customer", customer)]
+    if e.treatment_id is not None:
+        groups.append(("treatment", e.treatment_id))
+    if e.channel_id is not None:
+        groups.append(("channel", e.channel_id))
+    return groups
 
 
 def pair_buckets(events: Iterable[ErasedEvent]) -> dict[Pair, set[tuple[Period, date]]]:
@@ -120,8 +136,14 @@ def bucket_range(period: Period, start: date) -> tuple[datetime, datetime | None
     return since, datetime.combine(nxt, time(0), tzinfo=UTC) if nxt else None
 
 
-def hot_buckets(tenant: str, deltas: dict[BucketKey, list[int]], now: datetime) -> list[HotBucket]:
-    """The negated deltas of the buckets Redis keeps at ``now``, one HotBucket per bucket."""
+def hot_buckets(
+    tenant: str,
+    deltas: dict[BucketKey, list[int]],
+    now: datetime,
+    outcomes: dict[tuple[BucketKey, str], int] | None = None,
+) -> list[HotBucket]:
+    """The negated deltas of the buckets Redis keeps at ``now``, one HotBucket per bucket
+    (every bucket with custom-type deltas has counter deltas too: their events' totals)."""
     kept = oldest_kept_starts(now)
     by_bucket: dict[tuple[str, Period, date], HotBucket] = {}
     for (dimension, group, period, start), counts in sorted(deltas.items()):
@@ -133,6 +155,12 @@ def hot_buckets(tenant: str, deltas: dict[BucketKey, list[int]], now: datetime) 
             by_bucket[(dimension, period, start)] = bucket
         bucket.groups.append(group)
         bucket.counts.append([-c for c in counts])
+    for ((dimension, group, period, start), type_), n in sorted((outcomes or {}).items()):
+        found = by_bucket.get((dimension, period, start))
+        if found is not None:
+            found.outcome_groups.append(group)
+            found.outcome_types.append(type_)
+            found.outcome_counts.append(-n)
     return list(by_bucket.values())
 
 
@@ -179,7 +207,7 @@ _DROP_PAIR_TAGS = """
 UPDATE distinct_seen SET tags = ARRAY(SELECT unnest(tags) EXCEPT SELECT unnest($4::int4[]))
 WHERE tenant_id = $1 AND dimension = 'channel' AND group_id = $2 AND item_id = $3
 """
-_COLUMNS = [c if c != "distinct" else "distinct_count" for c in COUNTERS]
+_COLUMNS = [COUNTER_COLUMNS[c] for c in COUNTERS]
 _KEY = ("dimension", "period", "bucket_start", "group_id")
 # A bucket's shards folded into one row (shard 0) holding the rest, or no row when nothing is
 # left. No batch writes meanwhile: the erasure holds the counting lock.
@@ -205,10 +233,31 @@ WITH d AS (
 )
 SELECT (SELECT count(*) FROM sums) AS changed, (SELECT count(*) FROM rest) AS kept
 """
+# The custom-type counts likewise (interaction_bucket_outcome, core/migrations/0005).
+_SUBTRACT_OUTCOMES = """
+WITH d AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::date[], $5::text[], $6::text[], $7::int8[])
+        AS d(dimension, period, bucket_start, group_id, type, count)
+), removed AS (
+    DELETE FROM interaction_bucket_outcome AS b USING d
+    WHERE b.tenant_id = $1 AND b.dimension = d.dimension AND b.period = d.period
+      AND b.bucket_start = d.bucket_start AND b.group_id = d.group_id AND b.type = d.type
+    RETURNING b.dimension, b.period, b.bucket_start, b.group_id, b.type, b.count
+), sums AS (
+    SELECT dimension, period, bucket_start, group_id, type, sum(count)::int8 AS count
+    FROM removed GROUP BY 1, 2, 3, 4, 5
+)
+INSERT INTO interaction_bucket_outcome
+    (tenant_id, dimension, period, bucket_start, group_id, type, shard, count)
+SELECT $1, s.dimension, s.period, s.bucket_start, s.group_id, s.type, 0, s.count - d.count
+FROM sums AS s JOIN d USING (dimension, period, bucket_start, group_id, type)
+WHERE s.count - d.count > 0
+"""
 _NEXT_BATCH = "SELECT nextval('redis_batch_id')"
 _OUTBOX_ROW = """
-INSERT INTO redis_outbox (batch_id, tenant_id, dimension, period, bucket_start, groups, counts)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO redis_outbox (batch_id, tenant_id, dimension, period, bucket_start, groups, counts,
+                          outcome_groups, outcome_types, outcome_counts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 """
 
 
@@ -239,9 +288,11 @@ async def erase_customer(
             *columns,
         )
         assert result is not None  # the statement always answers one row
+        outcomes = erasure_outcomes(customer, events)
+        await _subtract_outcomes(conn, tenant, outcomes)
         status = await conn.execute(_DELETE_CUSTOMER_PAIRS, tenant, customer)
         pairs_deleted = int(status.split()[-1]) + unseen
-        buckets = hot_buckets(tenant, deltas, now)
+        buckets = hot_buckets(tenant, deltas, now, outcomes)
         batch_id = await _to_outbox(conn, buckets) if buckets else None
     applied = await _apply(pool, redis, batch_id, buckets)
     return Erased(
@@ -289,12 +340,40 @@ async def _channel_pairs(
     return gone, len(unseen), len(tags)
 
 
+async def _subtract_outcomes(
+    conn: Connection, tenant: str, outcomes: dict[tuple[BucketKey, str], int]
+) -> None:
+    stored = [(k, t, n) for (k, t), n in sorted(outcomes.items()) if k[2] in STORED_PERIODS]
+    if stored:
+        await conn.execute(
+            _SUBTRACT_OUTCOMES,
+            tenant,
+            [k[0] for k, _, _ in stored],
+            [k[2].value for k, _, _ in stored],
+            [k[3] for k, _, _ in stored],
+            [k[1] for k, _, _ in stored],
+            [t for _, t, _ in stored],
+            [n for _, _, n in stored],
+        )
+
+
 async def _to_outbox(conn: Connection, buckets: Sequence[HotBucket]) -> int:
     batch_id = int(await conn.fetchval(_NEXT_BATCH))
     await conn.executemany(
         _OUTBOX_ROW,
         [
-            (batch_id, b.tenant_id, b.dimension, b.period.value, b.start, b.groups, b.counts)
+            (
+                batch_id,
+                b.tenant_id,
+                b.dimension,
+                b.period.value,
+                b.start,
+                b.groups,
+                b.counts,
+                b.outcome_groups or None,
+                b.outcome_types or None,
+                b.outcome_counts or None,
+            )
             for b in buckets
         ],
     )
@@ -308,9 +387,10 @@ async def _apply(
     if batch_id is None:
         return True
     try:
-        if await redis.apply(batch_id, buckets) == NOT_READY:
+        epoch = (await mirror_state(pool)).epoch  # the Redis state Postgres vouches for
+        if await redis.apply(batch_id, buckets, epoch) == NOT_READY:
             return False
-        await outbox.forget(pool, [batch_id])
+        await outbox.forget(pool, [batch_id], epoch)
     except Exception as exc:  # Redis or Postgres away: the worker's catch-up loop applies it
         log.warning("erasure redis apply deferred batch_id=%d error=%r", batch_id, exc)
         return False

@@ -75,7 +75,8 @@ for _, bucket in ipairs(cjson.decode(ARGV[4])) do
   if tk then
     local og, ot, oc = bucket[9], bucket[10], bucket[11]
     for j, g in ipairs(og) do
-      redis.call('HINCRBY', h, '{keys.OUTCOME_FIELD_PREFIX}' .. ot[j] .. ':' .. g, oc[j])
+      local field = '{keys.OUTCOME_FIELD_PREFIX}' .. ot[j] .. ':' .. g
+      if redis.call('HINCRBY', h, field, oc[j]) == 0 then redis.call('HDEL', h, field) end
       redis.call('SADD', tk, ot[j])
     end
     if exp > 0 then redis.call('EXPIREAT', tk, exp) end

@@ -15,14 +15,22 @@ from api.auth import Role, create_key
 from core.config import Settings
 from core.db import migrate, migration_files
 from core.roles import erasure_grants
+from core.schema import SYSTEM_TYPES
 from streams.rebuild import rebuild_postgres
-from tests.integration.stores import postgres_buckets, wait_for_exact_stores
+from tests.integration.stores import (
+    kept_in_redis,
+    postgres_buckets,
+    postgres_outcomes,
+    redis_outcomes,
+    wait_for_exact_stores,
+)
 from tests.integration.traffic import make_traffic
 from tests.recount import (
     Event,
     distinct_events,
     expected_buckets,
     expected_customer_summaries,
+    expected_outcomes,
 )
 from tests.support import grant_erasure, produce
 
@@ -274,6 +282,13 @@ async def test_erasure_while_events_flow_leaves_every_store_equal_to_a_recount_w
         kept = [e for e in events if not (e.tenant == "default" and e.customer == gone)]
         kept += distinct_events([m for m in more.valid if m["customerId"] != gone])
         await wait_for_exact_stores(settings, expected_buckets(kept), len(kept))
+        # custom outcome types (hover_3s) leave their per-type counts too, in both stores
+        assert any(e.type not in SYSTEM_TYPES for e in theirs)
+        want = expected_outcomes(kept)
+        assert await postgres_outcomes(settings.database_url) == want
+        hot = kept_in_redis({bucket: None for bucket, _ in want})
+        in_redis = {k: v for k, v in want.items() if k[0] in hot}
+        assert await redis_outcomes(settings.redis_url, settings.redis_prefix) == in_redis
 
         # their old events published again are not counted again; a new one is
         again = [m for m in make_traffic(3000, seed=14).valid if m["customerId"] == gone]

@@ -105,9 +105,9 @@ def test_redis_payload_carries_custom_deltas_only_where_there_are_some() -> None
 
     now = datetime(now_day.year, now_day.month, now_day.day, tzinfo=UTC)
     [entry] = orjson.loads(apply_payload([plain], "p", now))
-    assert len(entry) == 5
+    assert len(entry) == 7  # the counters, then the presence flag (key, field)
     [entry] = orjson.loads(apply_payload([custom], "p", now))
-    assert entry[5] == keys.types_key("p", "t", "action", "alltime", date.min)
-    assert entry[6:] == [["a", "a"], ["applied", "distinct"], [1, 1]]
+    assert entry[7] == keys.types_key("p", "t", "action", "alltime", date.min)
+    assert entry[8:] == [["a", "a"], ["applied", "distinct"], [1, 1]]
     # a custom type named like a counter gets a field of its own
     assert keys.outcome_field("distinct", "a") != keys.counter_field("distinct", "a")

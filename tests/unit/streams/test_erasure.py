@@ -12,10 +12,11 @@ from streams.erasure import (
     ErasedEvent,
     bucket_range,
     erasure_deltas,
+    erasure_outcomes,
     hot_buckets,
     pair_buckets,
 )
-from tests.recount import Event, expected_buckets
+from tests.recount import Event, expected_buckets, expected_outcomes
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -53,6 +54,17 @@ def test_deltas_are_the_customers_own_buckets(events: list[ErasedEvent]) -> None
     }
     # a channel's distinct treatments depend on other customers: compared without them here
     assert got == {k: (*v[:6], v[6] if k[1] == "customer" else 0) for k, v in want.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(erased)
+def test_custom_type_deltas_are_the_recounts_per_type_counts(events: list[ErasedEvent]) -> None:
+    want = expected_outcomes(recount_events(events))
+    got = {
+        (("t", dimension, period.value, start, group), type_): n
+        for ((dimension, group, period, start), type_), n in erasure_outcomes("C1", events).items()
+    }
+    assert got == want
 
 
 @settings(max_examples=100, deadline=None)
