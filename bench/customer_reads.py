@@ -37,7 +37,7 @@ import httpx
 
 from bench import history, loadgen, services
 from bench.report import Figure, Report, Target, cpu_seconds, make_console
-from bench.synthetic import make_catalog
+from cli.synthetic import make_catalog
 
 CONNECTIONS = 100
 SUMMARY_P99_MS = 5.0
@@ -158,7 +158,9 @@ async def run(
             report.servers = services.describe(srv)
             postgres = services.server_pids(srv)["postgres"]
             async with services.fresh_settings(srv, "customers", work, topics=False) as settings:
-                report.servers.update(await services.server_versions(settings))
+                report.servers.update(
+                    await services.server_versions(settings.database_url, settings.redis_url)
+                )
                 key = await services.catalog_and_key(settings, catalog)
                 with console.status(f"{rows:,} interactions into the history"):
                     report.details["history_seconds"] = round(

@@ -88,11 +88,18 @@ def _text(doc: dict[str, Any], name: str, max_len: int, *, required: bool) -> st
     return value
 
 
+def _quoted(value: str, limit: int = 80) -> str:
+    """``value`` as the reason quotes it: its repr, cut at ``limit`` characters (a repr of
+    control or astral characters is up to ten times longer than the value)."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
 def _event_type(doc: dict[str, Any]) -> str:
     value = _text(doc, "type", 32, required=True)
     assert value is not None
     if not TYPE_KEY.fullmatch(value):
-        raise Rejected(f"field 'type' must match {TYPE_KEY_PATTERN}, got {value!r}")
+        raise Rejected(f"field 'type' must match {TYPE_KEY_PATTERN}, got {_quoted(value)}")
     return value
 
 
@@ -141,7 +148,7 @@ def _from_iso(value: str) -> datetime:
     if not value.isascii() or not value.isprintable():
         # fromisoformat takes any character as the date/time separator and tolerates one
         # before the offset: "2026-03-01\x0010:00:00\x00Z" would otherwise be accepted.
-        raise Rejected(f"field 'timestamp' is not an ISO-8601 timestamp: {value!r}")
+        raise Rejected(f"field 'timestamp' is not an ISO-8601 timestamp: {_quoted(value)}")
     try:
         ts = datetime.fromisoformat(value)
     except ValueError:

@@ -388,6 +388,14 @@ def test_nesting_within_the_parser_limit_is_fine_and_beyond_it_is_not_json() -> 
     assert "'id'" in rejection(with_raw_field("id", nested_json(1000, 1)))
 
 
+@pytest.mark.parametrize("field", ["timestamp", "type"])
+def test_a_reason_quoting_control_and_astral_characters_stays_short(field: str) -> None:
+    # found by the property below: the repr of such a value is up to ten times its length
+    value = "0" * 18 + "\x1f" * 13 + "\U000108b0" * 1 + "\U00018cd6" * 7
+    reason = rejection(json.dumps(event(**{field: value})).encode())
+    assert f"'{field}'" in reason and len(reason) < 200, reason
+
+
 @PROPERTY
 @given(st.text(max_size=80), st.sampled_from(FIELDS))
 def test_any_string_in_any_field_is_parsed_or_rejected(text: str, field: str) -> None:
