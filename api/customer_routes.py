@@ -31,6 +31,7 @@ from api.models import (
 )
 from core.logs import audit
 from core.periods import Period
+from core.schema import TYPE_KEY_PATTERN
 from streams.erasure import erase_customer
 from streams.redis_sink import RedisSink
 
@@ -156,7 +157,7 @@ async def interaction_history(
     creative: CreativeParam = None,
     channel: ChannelParam = None,
     type_: Annotated[
-        str | None, Query(alias="type", pattern="^[a-z][a-z0-9_]{0,31}$", description="event type")
+        str | None, Query(alias="type", pattern=f"^{TYPE_KEY_PATTERN}$", description="event type")
     ] = None,
     cursor: Annotated[
         str | None, Query(max_length=1000, description="nextCursor of the previous page")

@@ -25,6 +25,7 @@ from api.deps import StoresDep, current_key
 from api.errors import ApiError
 from api.models import ErrorDetail, ErrorResponse
 from api.publisher import BrokerUnavailable, EventPublisher
+from core.schema import TYPE_KEY_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["ingestion"])
 
@@ -88,7 +89,7 @@ class Event(BaseModel):
     actionId: str = Field(min_length=1, max_length=128)
     treatmentId: str | None = Field(None, min_length=1, max_length=128)
     channelId: str | None = Field(None, min_length=1, max_length=128)
-    type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    type: str = Field(pattern=f"^{TYPE_KEY_PATTERN}$")
     direction: Literal["inbound", "outbound"] | None = None
     tenantId: str | None = Field(
         None, min_length=1, max_length=64, description="if sent, must be the key's tenant"
@@ -100,8 +101,9 @@ class Outcome(BaseModel):
 
     customerId: str = Field(min_length=1, max_length=128)
     outcome: str = Field(
-        pattern=r"^[a-z][a-z0-9_]{0,31}$",
-        description="the event type (no outcome-type registry yet: any contract type)",
+        pattern=f"^{TYPE_KEY_PATTERN}$",
+        description="the event type: any contract type (one the tenant has not registered in"
+        " /api/v1/outcome-types counts as neutral)",
     )
     idempotencyKey: str | None = Field(
         None,
