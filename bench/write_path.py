@@ -36,7 +36,7 @@ from core.periods import Period
 from embedded.isolation import create_database, database_dsn, delete_keys, drop_databases
 from streams.counters import unique_by_id
 from streams.pipeline import BatchProcessor, RawMessage, split_batch
-from streams.postgres_sink import WRITE_BATCH, _history_columns, own_shard
+from streams.postgres_sink import WRITE_BATCH, _history_columns, own_shards
 from streams.redis_sink import RedisSink
 
 
@@ -73,6 +73,7 @@ async def run(
         if profile is not None:
             spy = await asyncio.create_subprocess_exec(
                 *("py-spy", "record", "-o", str(profile), "-p", str(os.getpid()), "-r", "200"),
+                *(("--format", "raw") if profile.suffix == ".txt" else ()),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -124,7 +125,7 @@ async def _explain(pool: asyncpg.Pool, messages: list[RawMessage], now: datetime
                 kept[Period.DAILY],
                 kept[Period.WEEKLY],
                 kept[Period.MONTHLY],
-                own_shard(),
+                own_shards(1)[0],
             )
         finally:
             await tx.rollback()
@@ -136,7 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--workload", default="realtime", choices=("realtime", "backfill"))
-    parser.add_argument("--profile", type=Path, default=None, help="py-spy flame graph (SVG)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy flame graph (.svg; .txt: collapsed stacks)",
+    )
     parser.add_argument("--explain", action="store_true", help="print one batch's plan")
     parser.add_argument("--tag", default=None, help="write results/write_path-<tag>.json")
     args = parser.parse_args(argv)

@@ -146,7 +146,7 @@ async def open_pool(dsn: str) -> asyncpg.Pool:
     """
     while True:
         try:
-            return await create_pool(dsn, min_size=1, max_size=4)
+            return await create_pool(dsn, min_size=1, max_size=6)
         except Exception as exc:
             if postgres_error_kind(exc) != "transient":
                 stop_worker(

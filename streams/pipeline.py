@@ -6,8 +6,11 @@ any consumer (tests, benchmarks).
 Batches adapt to the traffic (group commit): the committer takes whatever has arrived while
 it was busy. A lone event is committed at once; while the worker reads a backlog (consumer
 lag above a batch), batches fill up to ``batch_max_events``, and Python reads the next batch
-while Postgres counts this one. A batch is acknowledged only after its commit, and Redis gets it
-after that, while the next batch commits.
+while Postgres counts this one. Two commit lanes: while one batch commits, the other lane takes,
+parses and sends the next, each lane into a bucket shard of its own (so they never wait for
+each other's row locks). A batch is acknowledged only after its commit (Faust commits an
+offset only once every offset before it is acknowledged), and Redis gets it after that,
+while the next batch commits.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import asyncpg
 from core.mirror import epoch_number, mirror_state
 from streams import metrics, outbox
 from streams.events import Interaction, Rejected, parse_event
-from streams.postgres_sink import WrittenBatch, own_shard, write_batch
+from streams.postgres_sink import WrittenBatch, own_shards, write_batch
 from streams.redis_sink import NOT_READY, RedisSink
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
+# Batches committing at once in one worker (bench/README.md: what two lanes gained).
+COMMIT_LANES = 2
 
 # SQLSTATE classes (first two characters) of Postgres errors.
 # Errors that heal by waiting: connection exceptions, transaction rollbacks (serialization
@@ -232,8 +237,8 @@ class BatchProcessor:
         self._reconcile_groups = reconcile_groups
         self._next_reconcile = time.monotonic() + reconcile_seconds
         self._random = random.Random()
-        self._mirroring: asyncio.Task[None] | None = None
-        self._shard = own_shard()
+        self._mirroring: set[asyncio.Task[None]] = set()
+        self._shards = own_shards(COMMIT_LANES)
 
     async def run(
         self,
@@ -241,13 +246,39 @@ class BatchProcessor:
         raw: Callable[[T], RawMessage],
         acknowledge: Callable[[T], Awaitable[object]],
     ) -> None:
-        """Forever: take what arrived, count it, acknowledge it, mirror it in the background."""
+        """Forever, in ``COMMIT_LANES`` lanes: take what arrived, count it, acknowledge it,
+        mirror it in the background. The first lane to fail stops the others and raises."""
+        taking = asyncio.Lock()  # one lane takes at a time: each batch is what arrived
+        lanes = [
+            asyncio.create_task(self._lane(batches, raw, acknowledge, taking, shard))
+            for shard in self._shards
+        ]
+        try:
+            done, _ = await asyncio.wait(lanes, return_when=asyncio.FIRST_EXCEPTION)
+            for lane in done:
+                lane.result()  # raises the lane's error
+        finally:
+            for lane in lanes:
+                lane.cancel()
+
+    async def _lane(
+        self,
+        batches: GroupCommit[T],
+        raw: Callable[[T], RawMessage],
+        acknowledge: Callable[[T], Awaitable[object]],
+        taking: asyncio.Lock,
+        shard: int,
+    ) -> None:
+        mirroring: asyncio.Task[None] | None = None
         while True:
-            items = await batches.take()
-            written = await self.commit([raw(item) for item in items])
+            async with taking:
+                items = await batches.take()
+            written = await self.commit([raw(item) for item in items], shard)
             for item in items:
                 await acknowledge(item)
-            await self.mirror_soon(written)
+            if mirroring is not None:  # one Redis apply per lane at a time
+                await mirroring
+            mirroring = self.mirror_soon(written)
 
     async def process(self, messages: Sequence[RawMessage]) -> None:
         """Count and mirror one batch; returns when both stores have it (tests, benchmarks)."""
@@ -255,14 +286,18 @@ class BatchProcessor:
         if written is not None:
             await self.mirror(written)
 
-    async def commit(self, messages: Sequence[RawMessage]) -> WrittenBatch | None:
-        """Return only when every message is counted or dead-lettered (safe to ack)."""
+    async def commit(
+        self, messages: Sequence[RawMessage], shard: int | None = None
+    ) -> WrittenBatch | None:
+        """Return only when every message is counted or dead-lettered (safe to ack); counts
+        into bucket ``shard`` (default: this process's first)."""
+        shard = self._shards[0] if shard is None else shard
         started = time.perf_counter()
         metrics.EVENTS_IN.inc(len(messages))
         accepted, rejected = split_with_sources(messages, datetime.now(UTC), self._future_tolerance)
         if rejected:
             await self._dead_letter(rejected)
-        written = await self._commit_isolating(accepted) if accepted else None
+        written = await self._commit_isolating(accepted, shard) if accepted else None
         metrics.BATCHES.inc()
         metrics.LAST_COMMIT.set(time.time())
         metrics.BATCH_EVENTS.observe(len(messages))
@@ -283,13 +318,13 @@ class BatchProcessor:
             metrics.DEAD_LETTERS.labels(metrics.reason_label(letter.reason)).inc()
 
     async def _commit_isolating(
-        self, accepted: Sequence[tuple[Interaction, RawMessage]]
+        self, accepted: Sequence[tuple[Interaction, RawMessage]], shard: int
     ) -> WrittenBatch | None:
         """``_commit``; if an event makes Postgres refuse the batch (a constraint, a value it
         cannot store), find it by halving the batch, dead-letter it with Postgres's reason and
         count the rest. Parts counted while bisecting are mirrored here: None is returned."""
         try:
-            return await self._commit([event for event, _ in accepted])
+            return await self._commit([event for event, _ in accepted], shard)
         except Exception as exc:
             if postgres_error_kind(exc) != "event":
                 raise
@@ -306,18 +341,18 @@ class BatchProcessor:
                 return None
         half = len(accepted) // 2
         for part in (accepted[:half], accepted[half:]):
-            written = await self._commit_isolating(part)
+            written = await self._commit_isolating(part, shard)
             if written is not None:
                 await self.mirror(written)
         return None
 
-    async def _commit(self, events: Sequence[Interaction]) -> WrittenBatch:
+    async def _commit(self, events: Sequence[Interaction], shard: int) -> WrittenBatch:
         """Write to Postgres, retrying what heals (connection lost, deadlock, shutdown):
         skipping would lose events. Any other error is raised."""
         attempt = 0
         while True:
             try:
-                written = await write_batch(self._pool, events, datetime.now(UTC), self._shard)
+                written = await write_batch(self._pool, events, datetime.now(UTC), shard)
             except Exception as exc:
                 if postgres_error_kind(exc) != "transient":
                     raise
@@ -333,13 +368,14 @@ class BatchProcessor:
             metrics.EVENTS_DUPLICATE.inc(written.duplicates)
             return written
 
-    async def mirror_soon(self, written: WrittenBatch | None) -> None:
-        """Mirror in the background, one batch at a time (the next commit overlaps it)."""
-        if self._mirroring is not None:
-            await self._mirroring
-            self._mirroring = None
-        if written is not None and written.batch_id is not None:
-            self._mirroring = asyncio.create_task(self.mirror(written))
+    def mirror_soon(self, written: WrittenBatch | None) -> asyncio.Task[None] | None:
+        """Mirror in the background (the next commit overlaps it); the task, if any."""
+        if written is None or written.batch_id is None:
+            return None
+        task = asyncio.create_task(self.mirror(written))
+        self._mirroring.add(task)
+        task.add_done_callback(self._mirroring.discard)
+        return task
 
     async def mirror(self, written: WrittenBatch) -> None:
         """Apply to Redis now; on any Redis trouble the outbox keeps it for the catch-up loop."""
@@ -395,8 +431,8 @@ class BatchProcessor:
         outbox for the next worker. Returns how many batches are left."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        if self._mirroring is not None:
-            await asyncio.wait([self._mirroring], timeout=seconds)  # never raises
+        if self._mirroring:
+            await asyncio.wait(list(self._mirroring), timeout=seconds)  # never raises
         while True:
             try:
                 async with asyncio.timeout_at(deadline):

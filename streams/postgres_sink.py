@@ -223,10 +223,10 @@ class WrittenBatch:
 SHARDS = 16
 
 
-def own_shard() -> int:
-    """This process's shard: distinct processes rarely share one, and when they do they only
-    wait for each other's row locks, they count the same."""
-    return os.getpid() % SHARDS
+def own_shards(lanes: int) -> list[int]:
+    """This process's shards, one per commit lane: distinct processes rarely share one, and
+    when they do they only wait for each other's row locks, they count the same."""
+    return [(os.getpid() * lanes + lane) % SHARDS for lane in range(lanes)]
 
 
 async def write_batch(
