@@ -49,45 +49,53 @@ _HASH_FIELDS = orjson.dumps([[COUNTERS.index(c) + 1, c] for c in keys.HASH_COUNT
 # A count brought back to zero (an erasure's negative deltas, streams/erasure.py) is removed,
 # so Redis holds only groups with interactions, as Postgres does; increments commute, so
 # whichever order batches arrive in, the keys end up the same.
+# Counts are never negative, so only a negative delta (an erasure) can bring one to zero: a
+# positive one is applied without looking at the reply.
 APPLY_SCRIPT = f"""
-if redis.call('GET', KEYS[1]) ~= ARGV[2] then return -1 end
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local fields = cjson.decode(ARGV[3])
+local call = redis.call
+if call('GET', KEYS[1]) ~= ARGV[2] then return -1 end
+if not call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local at, names = {{}}, {{}}
+for k, f in ipairs(cjson.decode(ARGV[3])) do at[k], names[k] = f[1], f[2] .. ':' end
+local nf = #at
 for _, bucket in ipairs(cjson.decode(ARGV[4])) do
   local h, z, exp, groups, counts = bucket[1], bucket[2], bucket[3], bucket[4], bucket[5]
   for i, member in ipairs(groups) do
     local row = counts[i]
-    for _, f in ipairs(fields) do
-      local v = row[f[1]]
-      if v ~= 0 then
-        local field = f[2] .. ':' .. member
-        if redis.call('HINCRBY', h, field, v) == 0 then redis.call('HDEL', h, field) end
+    for k = 1, nf do
+      local v = row[at[k]]
+      if v > 0 then
+        call('HINCRBY', h, names[k] .. member, v)
+      elseif v < 0 then
+        local field = names[k] .. member
+        if call('HINCRBY', h, field, v) == 0 then call('HDEL', h, field) end
       end
     end
-    if row[{_TOTAL}] ~= 0 then
-      if tonumber(redis.call('ZINCRBY', z, -row[{_TOTAL}], member)) == 0 then
-        redis.call('ZREM', z, member)
-      end
+    local t = row[{_TOTAL}]
+    if t > 0 then
+      call('ZINCRBY', z, -t, member)
+    elseif t < 0 then
+      if tonumber(call('ZINCRBY', z, -t, member)) == 0 then call('ZREM', z, member) end
     end
   end
-  redis.call('HSET', bucket[6], bucket[7], 1)
+  call('HSET', bucket[6], bucket[7], 1)
   local tk = bucket[8]
   if tk then
     local og, ot, oc = bucket[9], bucket[10], bucket[11]
     for j, g in ipairs(og) do
       local field = '{keys.OUTCOME_FIELD_PREFIX}' .. ot[j] .. ':' .. g
-      if redis.call('HINCRBY', h, field, oc[j]) == 0 then redis.call('HDEL', h, field) end
-      redis.call('SADD', tk, ot[j])
+      if call('HINCRBY', h, field, oc[j]) == 0 then call('HDEL', h, field) end
+      call('SADD', tk, ot[j])
     end
-    if exp > 0 then redis.call('EXPIREAT', tk, exp) end
+    if exp > 0 then call('EXPIREAT', tk, exp) end
   end
   if exp > 0 then
-    redis.call('EXPIREAT', h, exp)
-    redis.call('EXPIREAT', z, exp)
-    redis.call('EXPIREAT', bucket[6], exp)
+    call('EXPIREAT', h, exp)
+    call('EXPIREAT', z, exp)
+    call('EXPIREAT', bucket[6], exp)
   end
 end
-redis.call('INCR', KEYS[3])
+call('INCR', KEYS[3])
 return 1
 """
 
