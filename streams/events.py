@@ -61,8 +61,11 @@ def parse_event(raw: bytes | None, now: datetime, future_tolerance: timedelta) -
     if not isinstance(doc, dict):
         raise Rejected(f"not a JSON object: got {type(doc).__name__}")
     event = _well_formed(doc, now, future_tolerance)
-    if event is not None:
-        return event
+    return event if event is not None else _checked(doc, now, future_tolerance)
+
+
+def _checked(doc: dict[str, Any], now: datetime, future_tolerance: timedelta) -> Interaction:
+    """The event of a JSON object, every check in turn: the first that fails says why."""
     fields: dict[str, Any] = {}
     for name, attr in _REQUIRED_IDS:
         fields[attr] = _text(doc, name, _ID_MAX, required=True)

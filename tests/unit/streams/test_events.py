@@ -468,3 +468,49 @@ def test_a_valid_event_parses_to_its_fields(case: tuple[dict[str, Any], Interact
     parsed = parse(doc)
     assert parsed == expected
     assert parsed.timestamp.utcoffset() == timedelta(0)
+
+
+# ---------------------------------------------------------------- the short path
+
+# Field values near every boundary the checks draw: absent, null, wrong type, empty, too long,
+# NUL, a type off the pattern, a direction off the list, timestamps in and out of range.
+_FIELD_VALUES = st.one_of(
+    st.just(MISSING),
+    st.none(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.sampled_from(["", "a", "x" * 32, "x" * 33, "x" * 64, "x" * 65, "x" * 128, "x" * 129]),
+    st.sampled_from(["a\x00b", "click", "Click", "1click", "inbound", "outbound", "sideways"]),
+    st.sampled_from(["2026-03-01T10:00:00Z", "2026-03-01T12:06:00Z", "2026-03-01T10:00:00",
+                     "9999-12-31T23:59:59-01:00", "2026-03-01 10:00:00+02:00", "not a time"]),
+    st.text(max_size=140),
+)  # fmt: skip
+_FIELDS = ("id", "timestamp", "customerId", "actionId", "treatmentId", "channelId", "type",
+           "tenantId", "direction")  # fmt: skip
+
+
+@PROPERTY
+@given(st.dictionaries(st.sampled_from(_FIELDS), _FIELD_VALUES, max_size=3))
+def test_the_short_path_accepts_exactly_what_every_check_accepts(
+    changes: dict[str, Any],
+) -> None:
+    """The short path (``_well_formed``) gives the same event as the full checks; it leaves to
+    them only what they reject, or an epoch-milliseconds timestamp."""
+    from streams.events import _checked, _well_formed
+
+    doc = event(**changes)
+    short = _well_formed(doc, NOW, TOLERANCE)
+    try:
+        full: Interaction | None = _checked(doc, NOW, TOLERANCE)
+    except Rejected:
+        full = None
+    if isinstance(doc.get("timestamp"), str):
+        assert short == full
+    else:
+        assert short is None
+
+
+def test_a_valid_event_takes_the_short_path() -> None:
+    from streams.events import _well_formed
+
+    assert _well_formed(event(), NOW, TOLERANCE) == parse(event())
