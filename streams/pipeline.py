@@ -185,6 +185,24 @@ class GroupCommit(Generic[T]):
         return count
 
 
+class _Turns:
+    """The lanes' order: one lane takes at a time (each batch is what arrived), and a batch is
+    acknowledged only after the batch taken before it. Faust commits the first run of
+    consecutive acknowledged offsets of a partition, and runs it over a gap of one offset or
+    when nothing was committed yet: a later batch acknowledged first could commit an offset
+    past an earlier batch that is not counted yet."""
+
+    def __init__(self) -> None:
+        self.taking = asyncio.Lock()
+        self._last: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last.set_result(None)
+
+    def next(self) -> tuple[asyncio.Future[None], asyncio.Future[None]]:
+        """(done when the previous batch is acknowledged, to set when this one is)."""
+        previous, self._last = self._last, asyncio.get_running_loop().create_future()
+        return previous, self._last
+
+
 def split_batch(
     messages: Sequence[RawMessage], now: datetime, future_tolerance: timedelta
 ) -> tuple[list[Interaction], list[DeadLetter]]:
@@ -248,9 +266,9 @@ class BatchProcessor:
     ) -> None:
         """Forever, in ``COMMIT_LANES`` lanes: take what arrived, count it, acknowledge it,
         mirror it in the background. The first lane to fail stops the others and raises."""
-        taking = asyncio.Lock()  # one lane takes at a time: each batch is what arrived
+        turns = _Turns()
         lanes = [
-            asyncio.create_task(self._lane(batches, raw, acknowledge, taking, shard))
+            asyncio.create_task(self._lane(batches, raw, acknowledge, turns, shard))
             for shard in self._shards
         ]
         try:
@@ -266,16 +284,19 @@ class BatchProcessor:
         batches: GroupCommit[T],
         raw: Callable[[T], RawMessage],
         acknowledge: Callable[[T], Awaitable[object]],
-        taking: asyncio.Lock,
+        turns: _Turns,
         shard: int,
     ) -> None:
         mirroring: asyncio.Task[None] | None = None
         while True:
-            async with taking:
+            async with turns.taking:
                 items = await batches.take()
+                previous, mine = turns.next()
             written = await self.commit([raw(item) for item in items], shard)
+            await previous  # acknowledged in the order taken (see _Turns)
             for item in items:
                 await acknowledge(item)
+            mine.set_result(None)
             if mirroring is not None:  # one Redis apply per lane at a time
                 await mirroring
             mirroring = self.mirror_soon(written)
