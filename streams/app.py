@@ -267,9 +267,8 @@ async def _rewind(consumer: Any, tp: Any, log_end: int) -> None:
 async def report_consumer_lag() -> None:
     """Messages between each partition's end (as last fetched) and our read position; more
     than the commit lanes' batches behind in all, the committer waits for full batches (a
-    backlog). A partition
-    whose end is below where we already were is read again from the start
-    (streams/positions.py)."""
+    backlog). A partition whose end is below where we already were is read again from the
+    start (streams/positions.py)."""
     consumer = app.consumer
     behind = 0
     for tp in consumer.assignment():
