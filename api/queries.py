@@ -27,7 +27,7 @@ SELECT EXISTS (SELECT 1 FROM interaction_bucket
                WHERE tenant_id = $1 AND dimension = 'action' AND period = $2 AND bucket_start = $3)
 """
 
-# A bucket is the sum of its shards (one per worker process that wrote it).
+# A bucket is the sum of its shards (one per commit lane of each worker process that wrote it).
 PERIOD_PAGE = f"""
 SELECT group_id, {_TYPE_SUMS}, sum(distinct_count)::int8 AS distinct_count,
        count(*) OVER () AS groups
