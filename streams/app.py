@@ -24,7 +24,6 @@ from streams import dead_letters as dlq
 from streams.exits import EXIT_CONFIG, stop_worker
 from streams.metrics import CONSUMER_LAG, LOG_REWOUND
 from streams.pipeline import (
-    COMMIT_LANES,
     BatchProcessor,
     DeadLetter,
     GroupCommit,
@@ -107,6 +106,10 @@ dead_letters = app.topic(
 _batches: GroupCommit[Any] = GroupCommit(
     settings.batch_max_events, max_bytes=settings.batch_max_bytes, size=lambda e: _size(e)
 )
+
+
+# Batches of consumer lag past which the committer waits for full batches (a backlog).
+FILL_AFTER_BATCHES = 2
 
 
 class _Worker:
@@ -266,7 +269,7 @@ async def _rewind(consumer: Any, tp: Any, log_end: int) -> None:
 @app.timer(interval=1.0)
 async def report_consumer_lag() -> None:
     """Messages between each partition's end (as last fetched) and our read position; more
-    than the commit lanes' batches behind in all, the committer waits for full batches (a
+    than FILL_AFTER_BATCHES batches behind in all, the committer waits for full batches (a
     backlog). A partition whose end is below where we already were is read again from the
     start (streams/positions.py)."""
     consumer = app.consumer
@@ -283,9 +286,9 @@ async def report_consumer_lag() -> None:
             lag = max(highwater - position, 0)
             CONSUMER_LAG.labels(str(tp.partition)).set(lag)
             behind += lag
-    # More than the lanes hold: at a rate the worker keeps up with, one batch of lag must not
-    # make every batch wait to fill (bench.freshness: p50 2.7 s at 5,000 events/s).
-    _batches.fill = behind > settings.batch_max_events * COMMIT_LANES
+    # Two batches: at a rate the worker keeps up with, one batch of lag must not make every
+    # batch wait to fill (bench.freshness: p50 2.7 s at 5,000 events/s, two lanes).
+    _batches.fill = behind > settings.batch_max_events * FILL_AFTER_BATCHES
 
 
 @app.task

@@ -6,9 +6,9 @@ any consumer (tests, benchmarks).
 Batches adapt to the traffic (group commit): the committer takes whatever has arrived while
 it was busy. A lone event is committed at once; while the worker reads a backlog (consumer
 lag above a batch), batches fill up to ``batch_max_events``, and Python reads the next batch
-while Postgres counts this one. Two commit lanes: while one batch commits, the other lane takes,
-parses and sends the next, each lane into a bucket shard of its own (so they never wait for
-each other's row locks). A batch is acknowledged only after its commit (Faust commits an
+while Postgres counts this one. With ``COMMIT_LANES`` above one, while one batch commits another
+lane takes, parses and sends the next, each lane into a bucket shard of its own (so they never
+wait for each other's row locks). A batch is acknowledged only after its commit (Faust commits an
 offset only once every offset before it is acknowledged), and Redis gets it after that,
 while the next batch commits.
 """
@@ -36,8 +36,9 @@ from streams.redis_sink import NOT_READY, RedisSink
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
-# Batches committing at once in one worker (bench/README.md: what two lanes gained).
-COMMIT_LANES = 2
+# Batches committing at once in one worker. One: two lanes cost the worker 6 and Postgres 4 µs
+# more per event and were not faster in the same run (bench/README.md, "Second round").
+COMMIT_LANES = 1
 
 # SQLSTATE classes (first two characters) of Postgres errors.
 # Errors that heal by waiting: connection exceptions, transaction rollbacks (serialization
