@@ -430,6 +430,43 @@ def rebuild() -> None:
     console.print(f"rebuilt {rows:,} bucket rows; Redis resynced")
 
 
+@app.command()
+def retention() -> None:
+    """Create the next months' history partitions and apply the retention settings now (the
+    worker does it every INTERACTION_SUMMARY_RETENTION_CHECK_SECONDS)."""
+    from datetime import UTC, datetime
+
+    from streams.retention import RetentionRun, run_retention
+
+    settings = get_settings()
+
+    async def run(pool: asyncpg.Pool) -> RetentionRun | None:
+        async with pool.acquire() as conn:
+            return await run_retention(
+                conn,
+                datetime.now(UTC),
+                settings.retention_history_days,
+                settings.retention_bucket_days,
+                settings.retention_distinct_days,
+            )
+
+    done = _with_pool(run, settings)
+    if done is None:
+        console.print("a worker is applying retention right now; nothing done")
+        return
+    h = done.horizons
+    console.print(
+        f"kept: history from {h.history_from or 'the start'}, daily buckets from"
+        f" {h.buckets_from or 'the start'}, distinct tags from {h.distinct_from or 'the start'}"
+    )
+    console.print(
+        f"partitions created {', '.join(done.partitions_created) or '-'};"
+        f" dropped {', '.join(done.partitions_dropped) or '-'};"
+        f" {done.fence_rows_deleted:,} fence rows and {done.buckets_deleted:,} daily buckets"
+        f" deleted; {done.pairs_pruned:,} distinct pairs lost old tags"
+    )
+
+
 def _cli_actor() -> dict[str, str]:
     """Who made a change from the command line, for the audit log."""
     import getpass

@@ -22,6 +22,7 @@ from core.db import create_pool
 from core.logs import JsonFormatter, logging_config
 from streams import dead_letters as dlq
 from streams.exits import EXIT_CONFIG, stop_worker
+from streams.flow import ByteGate
 from streams.metrics import CONSUMER_LAG, LOG_REWOUND
 from streams.pipeline import (
     BatchProcessor,
@@ -32,6 +33,7 @@ from streams.pipeline import (
 )
 from streams.positions import went_backwards
 from streams.redis_sink import RedisSink
+from streams.retention import run_retention
 from streams.topics import service_topics
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class LeanMonitor(Monitor):  # type: ignore[misc]
         # when it was fetched: a message of a log read again from the start is told apart
         # from the old log's messages still in the buffers (see _acknowledge)
         message.time_in = time.monotonic()
+        if _gate.fetched(_message_size(message)):
+            _pause_fetching()
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
         return None
@@ -77,7 +81,9 @@ def create_app(settings: Settings) -> faust.App:
         Monitor=LeanMonitor,
         datadir=str(settings.worker_data_dir),
         producer_max_request_size=4 * 1024 * 1024,
+        # A count; streams/flow.py bounds the same buffer in bytes (stream_buffer_max_bytes).
         stream_buffer_maxsize=settings.batch_max_events * 2,
+        consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.batch_max_events,
         # Tansu holds a group's first JoinGroup for half the session timeout (Faust's default
         # 60 s made every worker start take 30 s); 6 s joins in 3 s. Heartbeats come from the
@@ -180,8 +186,35 @@ def _stop_if_failed(committer: asyncio.Future[None]) -> None:
 
 def _size(event: Any) -> int:
     """Bytes a buffered event holds: its key and value."""
-    message = event.message
+    return _message_size(event.message)
+
+
+def _message_size(message: Any) -> int:
     return len(message.key or b"") + len(message.value or b"")
+
+
+# Bytes Faust has fetched and the agent not yet taken (streams/flow.py).
+_gate = ByteGate(settings.stream_buffer_max_bytes)
+
+
+def _pause_fetching() -> None:
+    """Faust's own back-pressure: the partitions leave the fetcher until resumed."""
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        consumer.on_buffer_full(tp)
+
+
+def _resume_fetching() -> None:
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        consumer.on_buffer_drop(tp)
+
+
+@app.on_partitions_revoked.connect
+async def _buffers_cleared(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+    """Faust has dropped its stream buffers (a rebalance): the gate holds nothing."""
+    if _gate.cleared():
+        _resume_fetching()
 
 
 def _raw(event: Any) -> RawMessage:
@@ -204,6 +237,8 @@ async def count_interactions(stream: Any) -> None:
     committer.add_done_callback(_stop_if_failed)  # an error there stops the worker at once
     try:
         async for event in events.events():
+            if _gate.taken(_size(event)):
+                _resume_fetching()
             await batches.put(event)
     except Exception as exc:
         stop_worker("the agent failed, nothing it read is acknowledged", exc)
@@ -224,6 +259,26 @@ async def mirror_before_exit(app: faust.App, **kwargs: Any) -> None:
 async def keep_redis_exact() -> None:
     processor = await _Worker.get()
     await processor.keep_redis_exact()
+
+
+@app.task
+async def apply_retention() -> None:
+    """Every ``retention_check_seconds``: the next months' history partitions, and retention
+    (streams/retention.py; one worker at a time, the others skip their turn)."""
+    processor = await _Worker.get()
+    while True:
+        try:
+            async with processor.pool.acquire() as conn:
+                await run_retention(
+                    conn,
+                    datetime.now(UTC),
+                    settings.retention_history_days,
+                    settings.retention_bucket_days,
+                    settings.retention_distinct_days,
+                )
+        except Exception as exc:  # the next turn tries again; counting goes on meanwhile
+            log.warning("retention run failed error=%r", exc)
+        await asyncio.sleep(settings.retention_check_seconds)
 
 
 # Partition -> when it was last read again from the start (time.monotonic()).

@@ -75,6 +75,7 @@ _PREFIXES = (
     ("empty message", "empty"),
     ("not JSON", "not_json"),
     ("not a JSON object", "not_object"),
+    ("older than the retention", "beyond_retention"),
 )
 
 
