@@ -413,6 +413,7 @@ def rebuild() -> None:
     """Recount every bucket from the raw history, then resync Redis from Postgres."""
     from redis.asyncio import Redis
 
+    from streams.rebuild import HistoryIncomplete
     from streams.rebuild import rebuild as rebuild_all
     from streams.redis_sink import RedisSink
 
@@ -422,6 +423,9 @@ def rebuild() -> None:
         redis = Redis.from_url(settings.redis_url)
         try:
             return await rebuild_all(pool, RedisSink(redis, settings.redis_prefix))
+        except HistoryIncomplete as exc:
+            errors.print(str(exc))
+            raise typer.Exit(1) from None
         finally:
             await redis.aclose()
 

@@ -331,9 +331,9 @@ class BatchProcessor:
             return written
         half = len(accepted) // 2
         for part in (accepted[:half], accepted[half:]):
-            written = await self._commit_isolating(part)
-            if written is not None:
-                await self.mirror(written)
+            counted = await self._commit_isolating(part)
+            if counted is not None:
+                await self.mirror(counted)
         return None
 
     async def _commit(self, events: Sequence[Interaction]) -> WrittenBatch:

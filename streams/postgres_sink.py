@@ -251,7 +251,8 @@ async def write_batch(
     """
     kept = oldest_kept_starts(now)
     async with pool.acquire() as conn, conn.transaction():
-        events_from = (await conn.fetchrow(COUNTING_SHARED, COUNTING_LOCK_ID))[1]
+        locked = await conn.fetchrow(COUNTING_SHARED, COUNTING_LOCK_ID)
+        events_from: datetime | None = locked[1] if locked is not None else None
         counted, expired = split_expired(events, events_from)
         unique = unique_by_id(counted)
         if not unique:

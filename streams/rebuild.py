@@ -90,9 +90,24 @@ REBUILD_STATEMENTS = (
 )
 
 
+class HistoryIncomplete(RuntimeError):
+    """Retention has dropped history: a recount from what is left would lose counts."""
+
+
 async def rebuild_postgres(pool: asyncpg.Pool) -> int:
-    """Recount every bucket from history; returns the number of bucket rows."""
+    """Recount every bucket from history; returns the number of bucket rows.
+
+    Refuses (HistoryIncomplete) once retention has dropped history: the all-time buckets
+    hold events the history no longer has, and a recount would lose them.
+    """
     async with pool.acquire() as conn, conn.transaction():
+        dropped = await conn.fetchval("SELECT history_from FROM retention_horizon")
+        if dropped is not None:
+            raise HistoryIncomplete(
+                f"retention has dropped the history before {dropped.isoformat()}"
+                " (INTERACTION_SUMMARY_RETENTION_HISTORY_DAYS): a rebuild from the history left"
+                " would lose the all-time counts of everything older; refusing"
+            )
         for statement in REBUILD_STATEMENTS:
             await conn.execute(statement)
         count: int = await conn.fetchval("SELECT count(*) FROM interaction_bucket")
