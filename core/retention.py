@@ -94,14 +94,19 @@ def partitions_to_drop(partitions: list[Partition], cutoff: date | None) -> list
     return [p for p in partitions if p.until is not None and p.until <= limit]
 
 
-def months_to_create(partitions: list[Partition], now: datetime, ahead: int = 2) -> list[date]:
+def months_to_create(
+    partitions: list[Partition], now: datetime, ahead: int = 2, cutoff: date | None = None
+) -> list[date]:
     """First days of the monthly partitions missing from the newest range partition's end up
-    to ``ahead`` months after ``now``'s month (the rest goes to the default partition)."""
+    to ``ahead`` months after ``now``'s month (the rest goes to the default partition); none
+    wholly before ``cutoff`` (the history retention's), which would be dropped at once."""
     ends = [p.until for p in partitions if p.until is not None]
     last = month_start(now.astimezone(UTC).date())
     for _ in range(ahead):
         last = next_month(last)
     start = max(ends).astimezone(UTC).date() if ends else month_start(now.date())
+    if cutoff is not None:
+        start = max(start, month_start(cutoff))
     months = []
     while start <= last:
         months.append(start)
@@ -111,7 +116,6 @@ def months_to_create(partitions: list[Partition], now: datetime, ahead: int = 2)
 
 def advance(
     current: Horizons,
-    partitions: list[Partition],
     now: datetime,
     history_days: int,
     bucket_days: int,
@@ -119,8 +123,10 @@ def advance(
 ) -> Horizons:
     """The horizons after a retention run at ``now``: they only move forward (a retention
     lengthened later does not bring dropped data back)."""
-    dropped = partitions_to_drop(partitions, cutoff_day(now, history_days))
-    history = max((p.until for p in dropped if p.until is not None), default=None)
+    cutoff = cutoff_day(now, history_days)
+    # Partitions are months (the legacy one ends on a first too): the one holding the cutoff
+    # is kept whole, everything before its start goes.
+    history = None if cutoff is None else midnight(month_start(cutoff))
     return Horizons(
         _later(current.history_from, history),
         _later(current.buckets_from, cutoff_day(now, bucket_days)),

@@ -21,6 +21,7 @@ from core.retention import (
     Horizons,
     Partition,
     advance,
+    cutoff_day,
     kept_tags_from,
     months_to_create,
     next_month,
@@ -126,11 +127,14 @@ async def create_month(conn: Connection, month: date) -> str:
     return name
 
 
-async def ensure_partitions(conn: Connection, now: datetime) -> list[str]:
-    """Create the monthly partitions up to two months after ``now``'s month."""
+async def ensure_partitions(
+    conn: Connection, now: datetime, cutoff: date | None = None
+) -> list[str]:
+    """Create the monthly partitions up to two months after ``now``'s month (none wholly
+    before the history retention's ``cutoff``)."""
     return [
         await create_month(conn, month)
-        for month in months_to_create(await history_partitions(conn), now)
+        for month in months_to_create(await history_partitions(conn), now, cutoff=cutoff)
     ]
 
 
@@ -158,10 +162,10 @@ async def run_retention(
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_ID):
         return None
     try:
-        created = await ensure_partitions(conn, now)
+        created = await ensure_partitions(conn, now, cutoff_day(now, history_days))
         partitions = await history_partitions(conn)
         current = await read_horizons(conn)
-        horizons = advance(current, partitions, now, history_days, bucket_days, distinct_days)
+        horizons = advance(current, now, history_days, bucket_days, distinct_days)
         if horizons != current:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", COUNTING_LOCK_ID)
