@@ -19,6 +19,7 @@ from api.errors import ApiError
 from api.rows import rows
 from api.summary import GroupBy, Page, Source, Window
 from core.ranges import TimeRange, summary_range
+from core.retention import MIN_RETENTION_DAYS
 from core.schema import ROW_COUNTERS
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,26 @@ async def _page(
         raise _unavailable(exc, "the counters") from None
 
 
+async def check_retention(stores: Stores, rng: TimeRange) -> None:
+    """A rolling window (or series) starting before the first day retention keeps answers
+    422 OUTSIDE_RETENTION, never sums of the days that are left (docs/contract.md section 6).
+    Windows no longer than the least retention cost no query."""
+    if not rng.rolling or (rng.last_day - rng.first_day).days < MIN_RETENTION_DAYS:
+        return
+    try:
+        kept = await queries.rolling_kept_from(stores.require_pool())
+    except STORE_ERRORS as exc:
+        raise _unavailable(exc, "the retention horizon") from None
+    if kept is not None and rng.first_day < kept:
+        longest = (rng.last_day - kept).days + 1
+        raise ApiError(
+            422,
+            "OUTSIDE_RETENTION",
+            f"the window starts on {rng.first_day.isoformat()}, but retention keeps the daily"
+            f" counters from {kept.isoformat()} on: ask for at most {longest} days",
+        )
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -119,6 +140,7 @@ async def summary(
     (the same object, see RedisReader) and the catalog is unchanged, the body built last time
     is the answer (it is never mutated), so only the Redis read is paid again."""
     rng = summary_range(days, window is Window.ROLLING, now)
+    await check_retention(stores, rng)
     page, source = await _page(stores, tenant, group_by, rng, limit, offset)
     catalog = await stores.catalog.get(stores.pool, tenant) if stores.pool else Catalog()
     # The classification is applied here, at answer time: a change shows in the next answer.
@@ -145,6 +167,7 @@ async def summary(
 
 async def timeseries(stores: Stores, tenant: str, days: int, now: datetime) -> dict[str, Any]:
     rng = summary_range(days, True, now)
+    await check_retention(stores, rng)
     pool = stores.require_pool()
     try:
         assert rng.end is not None

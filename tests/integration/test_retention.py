@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 from redis.asyncio import Redis
 
@@ -27,6 +28,7 @@ from streams.pipeline import BatchProcessor, DeadLetter, RawMessage
 from streams.postgres_sink import write_batch
 from streams.redis_sink import RedisSink
 from streams.retention import history_partitions, run_retention
+from tests.integration.credentials import make_keys
 from tests.integration.stores import postgres_buckets
 from tests.recount import BucketId, Event, expected_buckets
 
@@ -236,3 +238,45 @@ async def test_an_event_older_than_the_horizon_is_dead_lettered_and_the_rest_cou
         )
         assert counted == len(kept)
         assert await conn.fetchval("SELECT count(*) FROM event_seen") == len(kept)
+
+
+async def test_a_rolling_window_older_than_the_kept_days_is_refused_not_summed_partially(
+    settings: Settings, start_api
+) -> None:
+    today = datetime.now(UTC).date()
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "UPDATE retention_horizon SET buckets_from = $1, distinct_from = $2",
+            today - timedelta(days=50),
+            today - timedelta(days=40),
+        )
+    finally:
+        await conn.close()
+    keys = await make_keys(settings.database_url)
+    api = await start_api(settings)
+    headers = {"Authorization": f"Bearer {keys['viewer:default']}"}
+    async with httpx.AsyncClient(base_url=api.url, headers=headers, timeout=30) as client:
+        # the last 41 days are kept (distinct tags from 40 days back); the current period of
+        # any length always is (all-time buckets are never dropped)
+        for days, window, status in (
+            (41, "rolling", 200),
+            (42, "rolling", 422),
+            (36500, "rolling", 422),
+            (90, "period", 200),
+            (7, "rolling", 200),
+        ):
+            answer = await client.get(
+                "/api/v1/interaction-summary", params={"days": days, "window": window}
+            )
+            assert answer.status_code == status, (days, window, answer.text)
+        refused = await client.get(
+            "/api/v1/interaction-summary", params={"days": 42, "window": "rolling"}
+        )
+        error = refused.json()["error"]
+        assert error["code"] == "OUTSIDE_RETENTION"
+        assert (today - timedelta(days=40)).isoformat() in error["message"]
+        assert "at most 41 days" in error["message"]
+        series = await client.get("/api/v1/interaction-timeseries", params={"days": 60})
+        assert series.status_code == 422 and series.json()["error"]["code"] == "OUTSIDE_RETENTION"
+        assert (await client.get("/api/v1/interaction-timeseries", params={"days": 30})).is_success
