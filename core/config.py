@@ -51,11 +51,9 @@ class Settings(BaseSettings):
     redis_reconcile_seconds: float = Field(10.0, ge=0, description="0 disables reconciliation")
     redis_reconcile_groups: int = Field(100, ge=1)
     future_tolerance_seconds: int = Field(300, ge=0)
-    # Bytes of messages Faust has fetched and not yet handed to the agent (its stream buffer
-    # counts messages): past it the worker pauses fetching until half of it is taken
-    # (streams/flow.py). Worker memory for messages: this, plus batch_max_bytes, plus one
-    # fetch (consumer_max_fetch_bytes per assigned partition).
-    stream_buffer_max_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    # Most bytes one fetch brings per partition (at least the largest message). While the
+    # committer's buffer is full the worker stops fetching, so worker memory for messages is
+    # at most 2 x batch_max_bytes plus 2 fetches (this, per assigned partition).
     consumer_max_fetch_bytes: int = Field(1024 * 1024, ge=1024)
     # Retention (core/retention.py, docs/operations.md "Retention"): days of raw history and
     # event-id fence, of daily buckets, of distinct-item tags; 0 keeps everything (default).

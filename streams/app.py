@@ -22,8 +22,13 @@ from core.db import create_pool
 from core.logs import JsonFormatter, logging_config
 from streams import dead_letters as dlq
 from streams.exits import EXIT_CONFIG, stop_worker
-from streams.flow import ByteGate
-from streams.metrics import CONSUMER_LAG, LOG_REWOUND
+from streams.metrics import (
+    CONSUMER_LAG,
+    FETCH_PAUSES,
+    LOG_REWOUND,
+    RETENTION_EVENTS_FROM,
+    RETENTION_RUNS,
+)
 from streams.pipeline import (
     BatchProcessor,
     DeadLetter,
@@ -53,8 +58,6 @@ class LeanMonitor(Monitor):  # type: ignore[misc]
         # when it was fetched: a message of a log read again from the start is told apart
         # from the old log's messages still in the buffers (see _acknowledge)
         message.time_in = time.monotonic()
-        if _gate.fetched(_message_size(message)):
-            _pause_fetching()
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
         return None
@@ -81,7 +84,7 @@ def create_app(settings: Settings) -> faust.App:
         Monitor=LeanMonitor,
         datadir=str(settings.worker_data_dir),
         producer_max_request_size=4 * 1024 * 1024,
-        # A count; streams/flow.py bounds the same buffer in bytes (stream_buffer_max_bytes).
+        # A count; in bytes it is bounded by the fetch size (count_interactions).
         stream_buffer_maxsize=settings.batch_max_events * 2,
         consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.batch_max_events,
@@ -193,28 +196,27 @@ def _message_size(message: Any) -> int:
     return len(message.key or b"") + len(message.value or b"")
 
 
-# Bytes Faust has fetched and the agent not yet taken (streams/flow.py).
-_gate = ByteGate(settings.stream_buffer_max_bytes)
+class _Fetching:
+    """Whether the worker has paused Faust's fetcher (the committer's buffer is full)."""
+
+    paused = False
 
 
 def _pause_fetching() -> None:
-    """Faust's own back-pressure: the partitions leave the fetcher until resumed."""
+    """Faust's own back-pressure: the partitions leave the fetcher until resumed. Records it
+    already fetched still arrive (at most one fetch: consumer_max_fetch_bytes a partition)."""
+    _Fetching.paused = True
+    FETCH_PAUSES.inc()
     consumer = app.consumer
     for tp in consumer.assignment():
         consumer.on_buffer_full(tp)
 
 
 def _resume_fetching() -> None:
+    _Fetching.paused = False
     consumer = app.consumer
     for tp in consumer.assignment():
         consumer.on_buffer_drop(tp)
-
-
-@app.on_partitions_revoked.connect
-async def _buffers_cleared(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-    """Faust has dropped its stream buffers (a rebalance): the gate holds nothing."""
-    if _gate.cleared():
-        _resume_fetching()
 
 
 def _raw(event: Any) -> RawMessage:
@@ -237,9 +239,14 @@ async def count_interactions(stream: Any) -> None:
     committer.add_done_callback(_stop_if_failed)  # an error there stops the worker at once
     try:
         async for event in events.events():
-            if _gate.taken(_size(event)):
-                _resume_fetching()
+            # Worker memory in bytes: while the committer's buffer is full (batch_max_bytes),
+            # Faust stops fetching, so its own buffer (a count: stream_buffer_maxsize) holds at
+            # most what one fetch brought (docs/performance.md, "Memory").
+            if batches.is_full():
+                _pause_fetching()
             await batches.put(event)
+            if _Fetching.paused:
+                _resume_fetching()
     except Exception as exc:
         stop_worker("the agent failed, nothing it read is acknowledged", exc)
     finally:
@@ -269,13 +276,17 @@ async def apply_retention() -> None:
     while True:
         try:
             async with processor.pool.acquire() as conn:
-                await run_retention(
+                run = await run_retention(
                     conn,
                     datetime.now(UTC),
                     settings.retention_history_days,
                     settings.retention_bucket_days,
                     settings.retention_distinct_days,
                 )
+            if run is not None:
+                RETENTION_RUNS.inc()
+                since = run.horizons.events_from
+                RETENTION_EVENTS_FROM.set(since.timestamp() if since else 0)
         except Exception as exc:  # the next turn tries again; counting goes on meanwhile
             log.warning("retention run failed error=%r", exc)
         await asyncio.sleep(settings.retention_check_seconds)
