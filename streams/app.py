@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.sensors import Monitor
 from mode.utils.logging import ExtensionFormatter
 from prometheus_client import start_http_server
@@ -343,7 +344,10 @@ async def report_consumer_lag() -> None:
         committed, last_read = consumer._committed_offset.get(tp), consumer._read_offset.get(tp)
         if went_backwards(highwater, committed, last_read):
             await _rewind(consumer, tp, highwater)
-        position = await consumer.position(tp)
+        try:
+            position = await consumer.position(tp)
+        except IllegalStateError:  # revoked by a rebalance since assignment() was read
+            continue
         if position is not None and highwater is not None:
             lag = max(highwater - position, 0)
             CONSUMER_LAG.labels(str(tp.partition)).set(lag)
