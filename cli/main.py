@@ -466,7 +466,8 @@ def retention() -> None:
     console.print(
         f"partitions created {', '.join(done.partitions_created) or '-'};"
         f" dropped {', '.join(done.partitions_dropped) or '-'};"
-        f" {done.fence_rows_deleted:,} fence rows and {done.buckets_deleted:,} daily buckets"
+        f" {done.history_rows_deleted:,} history rows, {done.fence_rows_deleted:,} fence rows"
+        f" and {done.buckets_deleted:,} daily buckets"
         f" deleted; {done.pairs_pruned:,} distinct pairs lost old tags"
     )
 

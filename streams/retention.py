@@ -48,7 +48,9 @@ _SET_HORIZONS = """
 UPDATE retention_horizon
 SET history_from = $1, buckets_from = $2, distinct_from = $3, events_from = $4, changed_at = now()
 """
-_DELETE_DEFAULT_BEFORE = f"DELETE FROM {DEFAULT_PARTITION} WHERE ts < $1"
+# Rows before the horizon in a partition that is not a month (the legacy one, which holds
+# everything before migration 0008, and the default one): deleted, as a month is dropped.
+_DELETE_BEFORE = "DELETE FROM {partition} WHERE ts < $1"
 _DELETE_FENCE = """
 DELETE FROM event_seen WHERE ctid = ANY(ARRAY(SELECT ctid FROM event_seen WHERE ts < $1 LIMIT $2))
 """
@@ -75,6 +77,7 @@ class RetentionRun:
     horizons: Horizons
     partitions_created: list[str]
     partitions_dropped: list[str]
+    history_rows_deleted: int  # from the partitions that are not months (legacy, default)
     fence_rows_deleted: int
     buckets_deleted: int
     pairs_pruned: int
@@ -183,12 +186,16 @@ async def run_retention(
                 horizons.distinct_from,
             )
         dropped: list[str] = []
-        fence = 0
+        fence = history = 0
         if horizons.history_from is not None:
             for p in partitions_to_drop(partitions, horizons.history_from.date()):
                 await conn.execute(f"DROP TABLE {p.name}")
                 dropped.append(p.name)
-            await conn.execute(_DELETE_DEFAULT_BEFORE, horizons.history_from)
+            for p in partitions:
+                if p.since is None and (p.until is None or p.until > horizons.history_from):
+                    sql = _DELETE_BEFORE.format(partition=p.name)
+                    status = await conn.execute(sql, horizons.history_from)
+                    history += int(status.split()[-1])
             fence = await _delete_in_slices(conn, _DELETE_FENCE, horizons.history_from)
         buckets = 0
         if horizons.buckets_from is not None:
@@ -203,13 +210,15 @@ async def run_retention(
             pruned = int(status.split()[-1])
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK_ID)
-    run = RetentionRun(horizons, created, dropped, fence, buckets, pruned)
-    if created or dropped or fence or buckets or pruned:
+    run = RetentionRun(horizons, created, dropped, history, fence, buckets, pruned)
+    if created or dropped or history or fence or buckets or pruned:
         log.info(
-            "retention run partitions_created=%s partitions_dropped=%s fence_rows_deleted=%d"
+            "retention run partitions_created=%s partitions_dropped=%s history_rows_deleted=%d"
+            " fence_rows_deleted=%d"
             " buckets_deleted=%d pairs_pruned=%d",
             ",".join(created) or "-",
             ",".join(dropped) or "-",
+            history,
             fence,
             buckets,
             pruned,

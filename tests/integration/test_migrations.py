@@ -200,12 +200,31 @@ async def test_a_schema7_history_becomes_the_first_partition_and_its_ids_stay_fe
         counted = events + [replace(e, id="after-0008-" + e.id) for e in events[:100]]
         assert await postgres_buckets(dsn) == expected_buckets(counted)
 
+        # 35 days kept, 25 days from now (the events span the last 45 days): the legacy
+        # partition holds this month too, so it stays and loses its rows before the first of
+        # the cutoff's month (as a month would be dropped)
+        now = datetime.now(UTC) + timedelta(days=25)
+        cut = (now - timedelta(days=35)).date().replace(day=1)
+        history_from = datetime(cut.year, cut.month, 1, tzinfo=UTC)
+        async with pool.acquire() as conn:
+            first = run = await run_retention(conn, now, 35, 0, 0)
+            assert run is not None and run.partitions_dropped == []
+            kept = sorted((e.tenant, e.id) for e in counted if e.ts >= history_from)
+            assert 0 < len(kept) < len(counted)
+            assert run.history_rows_deleted == len(counted) - len(kept)
+            history = await conn.fetch("SELECT tenant_id, event_id FROM interaction_history")
+            fence = await conn.fetch("SELECT tenant_id, event_id FROM event_seen")
+            assert sorted(map(tuple, history)) == sorted(map(tuple, fence)) == kept
+
         later = datetime.now(UTC) + timedelta(days=400)
         async with pool.acquire() as conn:
             run = await run_retention(conn, later, 100, 0, 0)
             assert run is not None
-            assert run.partitions_dropped == ["interaction_history_legacy"]
-            assert run.fence_rows_deleted == len(counted)
+            # the legacy partition and the (empty) months the first run created ahead
+            assert first is not None
+            created = set(first.partitions_created)
+            assert set(run.partitions_dropped) == {"interaction_history_legacy"} | created
+            assert run.fence_rows_deleted == len(kept)
             assert await conn.fetchval("SELECT count(*) FROM interaction_history") == 0
         alltime = {k: v for k, v in expected_buckets(counted).items() if k[2] == "alltime"}
         kept = {k: v for k, v in (await postgres_buckets(dsn)).items() if k[2] == "alltime"}
