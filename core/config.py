@@ -51,9 +51,8 @@ class Settings(BaseSettings):
     redis_reconcile_seconds: float = Field(10.0, ge=0, description="0 disables reconciliation")
     redis_reconcile_groups: int = Field(100, ge=1)
     future_tolerance_seconds: int = Field(300, ge=0)
-    # Most bytes one fetch brings per partition (at least the largest message). While the
-    # committer's buffer is full the worker stops fetching, so worker memory for messages is
-    # at most 2 x batch_max_bytes plus 2 fetches (this, per assigned partition).
+    # Most bytes one fetch brings per partition (at least the largest message); Faust's own
+    # buffer is bounded by a count only (docs/performance.md, "Memory").
     consumer_max_fetch_bytes: int = Field(1024 * 1024, ge=1024)
     # Retention (core/retention.py, docs/operations.md "Retention"): days of raw history and
     # event-id fence, of daily buckets, of distinct-item tags; 0 keeps everything (default).

@@ -25,7 +25,6 @@ from streams import dead_letters as dlq
 from streams.exits import EXIT_CONFIG, stop_worker
 from streams.metrics import (
     CONSUMER_LAG,
-    FETCH_PAUSES,
     LOG_REWOUND,
     RETENTION_EVENTS_FROM,
     RETENTION_RUNS,
@@ -85,7 +84,7 @@ def create_app(settings: Settings) -> faust.App:
         Monitor=LeanMonitor,
         datadir=str(settings.worker_data_dir),
         producer_max_request_size=4 * 1024 * 1024,
-        # A count; in bytes it is bounded by the fetch size (count_interactions).
+        # A count, not bytes (docs/performance.md, "Memory").
         stream_buffer_maxsize=settings.batch_max_events * 2,
         consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.batch_max_events,
@@ -190,34 +189,8 @@ def _stop_if_failed(committer: asyncio.Future[None]) -> None:
 
 def _size(event: Any) -> int:
     """Bytes a buffered event holds: its key and value."""
-    return _message_size(event.message)
-
-
-def _message_size(message: Any) -> int:
+    message = event.message
     return len(message.key or b"") + len(message.value or b"")
-
-
-class _Fetching:
-    """Whether the worker has paused Faust's fetcher (the committer's buffer is full)."""
-
-    paused = False
-
-
-def _pause_fetching() -> None:
-    """Faust's own back-pressure: the partitions leave the fetcher until resumed. Records it
-    already fetched still arrive (at most one fetch: consumer_max_fetch_bytes a partition)."""
-    _Fetching.paused = True
-    FETCH_PAUSES.inc()
-    consumer = app.consumer
-    for tp in consumer.assignment():
-        consumer.on_buffer_full(tp)
-
-
-def _resume_fetching() -> None:
-    _Fetching.paused = False
-    consumer = app.consumer
-    for tp in consumer.assignment():
-        consumer.on_buffer_drop(tp)
 
 
 def _raw(event: Any) -> RawMessage:
@@ -240,14 +213,7 @@ async def count_interactions(stream: Any) -> None:
     committer.add_done_callback(_stop_if_failed)  # an error there stops the worker at once
     try:
         async for event in events.events():
-            # Worker memory in bytes: while the committer's buffer is full (batch_max_bytes),
-            # Faust stops fetching, so its own buffer (a count: stream_buffer_maxsize) holds at
-            # most what one fetch brought (docs/performance.md, "Memory").
-            if batches.is_full():
-                _pause_fetching()
             await batches.put(event)
-            if _Fetching.paused:
-                _resume_fetching()
     except Exception as exc:
         stop_worker("the agent failed, nothing it read is acknowledged", exc)
     finally:

@@ -69,10 +69,6 @@ RECONCILE_MISMATCHES = Counter(
     "Sampled groups whose Redis counters differ from Postgres (each triggers a resync)",
 )
 
-FETCH_PAUSES = Counter(
-    "interactions_fetch_pauses_total",
-    "Times fetching paused because the committer's buffer was full (batch_max_bytes)",
-)
 RETENTION_RUNS = Counter(
     "interactions_retention_runs_total", "Retention runs done (streams/retention.py)"
 )

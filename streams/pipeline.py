@@ -134,10 +134,6 @@ class GroupCommit(Generic[T]):
     def buffered_bytes(self) -> int:
         return self._bytes
 
-    def is_full(self) -> bool:
-        """Whether ``put`` would wait now."""
-        return self._is_full()
-
     def _is_full(self) -> bool:
         over_bytes = self._max_bytes is not None and self._bytes >= self._max_bytes
         return len(self._items) >= self._max or (over_bytes and bool(self._items))

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-import httpx
-
 from core.config import Settings
-from embedded.processes import free_port
 from tests.integration.consumption import dead_letters
 from tests.integration.stores import wait_for_exact_stores
 from tests.integration.traffic import make_traffic
@@ -66,29 +63,3 @@ async def test_two_workers_in_one_group_stay_exact(settings: Settings, start_wor
 
 # A worker killed mid-ingest: tests/integration/test_reliability.py, the one kill test
 # (SIGKILL at random instants, restarted each time, exact afterwards).
-
-
-async def test_a_full_committer_buffer_pauses_fetching_and_everything_is_still_counted(
-    make_settings, start_worker
-) -> None:
-    """250 events of 40 KB each (an unknown field: lawful padding) waiting, with 128 KiB
-    batches: the reader outruns the committer, whose buffer fills; fetching pauses, resumes
-    each time, and the stores end exact."""
-    port = free_port()
-    settings = await make_settings(batch_max_bytes=131072, worker_metrics_port=port)
-    traffic = make_traffic(250, seed=23)
-    for message in traffic.messages:
-        if isinstance(message, dict):
-            message["padding"] = "x" * 40_000
-    await produce(settings, traffic.messages)  # a backlog before the worker starts
-    start_worker(settings)
-    distinct = distinct_events(traffic.valid)
-    await wait_for_exact_stores(settings, expected_buckets(distinct), len(distinct))
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    [pauses] = [
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("interactions_fetch_pauses_total ")
-    ]
-    assert pauses >= 1, text
