@@ -45,6 +45,7 @@ from bench.report import (
     Figure,
     Report,
     Target,
+    cpu_seconds,
     machine_busy_seconds,
     make_console,
     percentile,
@@ -356,14 +357,16 @@ async def measure(
 def _cpu(
     groups: dict[str, list[int]], since: dict[str, float] | None = None, per: int = 1
 ) -> dict[str, Any]:
-    """CPU seconds so far of each process group (the API, the worker, each server, this
-    load); with ``since``, what each used in between, also per event (``per``)."""
+    """CPU seconds so far of each process group (the API, the worker, each server) and of
+    this process alone (``load``: its servers and services are its children, counted in their
+    groups); with ``since``, what each used in between, also per event (``per``)."""
     now: dict[str, float] = dict(stack_cpu_seconds(groups))
+    now["load"] = cpu_seconds("self")
     now["machine"] = machine_busy_seconds()
     now["wall"] = time.perf_counter()
     if since is None:
         return now
-    used = {name: now[name] - since[name] for name in groups}
+    used = {name: now[name] - since[name] for name in [*groups, "load"]}
     return {
         "api_cpu_s": round(used["api"], 2),
         "worker_cpu_s": round(used["worker"], 2),
@@ -413,7 +416,6 @@ async def run(args: argparse.Namespace) -> Report:
                             "api": [api.pid],
                             "worker": [worker.pid],
                             **services.server_pids(srv),
-                            "load": [os.getpid()],
                         }
                         await measure(report, settings, api, groups, args)
                     if not worker.running:
