@@ -56,7 +56,7 @@ async def test_a_duplicate_of_another_producers_batch_is_a_503_and_the_retry_is_
         await publisher.start()
         await publisher.publish(_messages("before-", 5))  # producer id 1, next sequence 5
 
-        kafka.stop()  # nothing published while it is away: the producer is not replaced
+        kafka.kill()  # nothing published while it is away: the producer is not replaced
         kafka.start()
         await ensure_topics(kafka.url, [NewTopic(topic, 1, 1)])
         # The first producer on the empty broker gets id 1 too, and writes sequences 0-9.
@@ -103,7 +103,7 @@ async def test_a_producer_replaced_after_a_503_stops_for_good(tmp_path: Path) ->
         failed = publisher._producer
         assert failed is not None
 
-        kafka.stop()
+        kafka.kill()  # (SIGTERM waits for our open connection: 5 s)
         with pytest.raises(BrokerUnavailable):
             await publisher.publish(_messages("during-", 3))
         assert publisher._producer is not failed, "a producer that failed is replaced"
