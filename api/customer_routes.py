@@ -8,7 +8,7 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, Response
 
 from api import customer_queries
 from api.auth import ApiKey, Role
@@ -18,7 +18,6 @@ from api.customers import (
     encode_cursor,
     history_row,
     rolling_start,
-    summary_page,
 )
 from api.deps import STORE_ERRORS, StoresDep, Viewer, actor, require_role
 from api.errors import ApiError
@@ -113,32 +112,29 @@ async def interaction_summaries(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, description="rows; above 200 capped at 200")] = 100,
-) -> ORJSONResponse:
+) -> Response:
     customer_id = _required(customer)
     if days is not None and period_type is not None:
         raise ApiError(422, "INVALID_PARAMETER", "give periodType or days, not both")
-    now = datetime.now(UTC)
-    rolling = (days, *rolling_start(days, now)) if days is not None else None
+    rolling = (days, *rolling_start(days, datetime.now(UTC))) if days is not None else None
+    pool = stores.require_pool()
+    classes = await stores.classes.get(pool, key.tenant_id)  # the tenant's registry
     try:
-        events = await customer_queries.customer_events(
-            stores.require_pool(),
+        body = await customer_queries.summary_page(
+            pool,
             key.tenant_id,
             customer_id,
             _one("offerId", offer, "actionId", action),
             _one("treatmentId", treatment, "creativeId", creative),
             channel,
-            rolling[1] if rolling else None,
+            [period_type] if period_type is not None else list(Period),
+            rolling,
+            min(limit, MAX_SUMMARY_ROWS),
+            classes,
         )
     except STORE_ERRORS:
         raise _unavailable() from None
-    if rolling is not None:
-        events = [e for e in events if e.ts < rolling[2]]
-    periods = [period_type] if period_type is not None else list(Period)
-    classes = await stores.classes.get(stores.pool, key.tenant_id)  # the tenant's registry
-    rows, total = summary_page(
-        customer_id, events, periods, rolling, min(limit, MAX_SUMMARY_ROWS), classes=classes
-    )
-    return ORJSONResponse({"data": rows, "total": total})
+    return Response(body, media_type="application/json")
 
 
 @router.get(
