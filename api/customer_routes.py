@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import ORJSONResponse, Response
+from pydantic import Field
 
 from api import customer_queries
 from api.auth import ApiKey, Role
@@ -28,6 +29,7 @@ from api.models import (
     ErrorResponse,
     HistoryResponse,
 )
+from api.params import QueryModel
 from core.logs import audit
 from core.periods import Period
 from core.schema import TYPE_KEY_PATTERN
@@ -55,15 +57,42 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(prefix="/api/v1", tags=["customers"])
 
 Admin = Annotated[ApiKey, Depends(require_role(Role.ADMIN))]
-CustomerParam = Annotated[
-    str | None,
-    Query(alias="customerId", description="required: 400 MISSING_CUSTOMER_ID without it", **_ID),
-]
-OfferParam = Annotated[str | None, Query(alias="offerId", description="the action", **_ID)]
-ActionParam = Annotated[str | None, Query(alias="actionId", description="= offerId", **_ID)]
-CreativeParam = Annotated[str | None, Query(alias="creativeId", description="= treatmentId", **_ID)]
-TreatmentParam = Annotated[str | None, Query(alias="treatmentId", **_ID)]
-ChannelParam = Annotated[str | None, Query(alias="channelId", **_ID)]
+# A customer or catalog id: as the contract caps ids; NUL cannot be stored in Postgres text
+# (a 422 here, not a 503).
+Id = Annotated[str | None, Field(**_ID)]  # type: ignore[call-overload]
+
+
+class CustomerQuery(QueryModel):
+    """The parameters both per-customer reads share."""
+
+    customer: Id = Field(
+        None, alias="customerId", description="required: 400 MISSING_CUSTOMER_ID without it"
+    )
+    offer: Id = Field(None, alias="offerId", description="the action")
+    action: Id = Field(None, alias="actionId", description="= offerId")
+    treatment: Id = Field(None, alias="treatmentId")
+    creative: Id = Field(None, alias="creativeId", description="= treatmentId")
+    channel: Id = Field(None, alias="channelId")
+
+
+class SummariesQuery(CustomerQuery):
+    period_type: Period | None = Field(
+        None, alias="periodType", description="all four when omitted"
+    )
+    days: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DAYS,
+        description="rolling: one row per combination over the last N UTC days, today"
+        " included (periodType rolling); not with periodType",
+    )
+    limit: int = Field(100, ge=1, description="rows; above 200 capped at 200")
+
+
+class HistoryQuery(CustomerQuery):
+    type: str | None = Field(None, pattern=f"^{TYPE_KEY_PATTERN}$", description="event type")
+    cursor: str | None = Field(None, max_length=1000, description="nextCursor of the previous page")
+    limit: int = Field(50, ge=1, description="rows; above 200 capped at 200")
 
 
 def _required(customer: str | None) -> str:
@@ -93,30 +122,12 @@ def _unavailable() -> ApiError:
 async def interaction_summaries(
     key: Viewer,
     stores: StoresDep,
-    customer: CustomerParam = None,
-    period_type: Annotated[
-        Period | None, Query(alias="periodType", description="all four when omitted")
-    ] = None,
-    offer: OfferParam = None,
-    action: ActionParam = None,
-    treatment: TreatmentParam = None,
-    creative: CreativeParam = None,
-    channel: ChannelParam = None,
-    days: Annotated[
-        int | None,
-        Query(
-            ge=1,
-            le=MAX_DAYS,
-            description="rolling: one row per combination over the last N UTC days, today"
-            " included (periodType rolling); not with periodType",
-        ),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, description="rows; above 200 capped at 200")] = 100,
+    q: Annotated[SummariesQuery, Depends(SummariesQuery.from_request)],
 ) -> Response:
-    customer_id = _required(customer)
-    if days is not None and period_type is not None:
+    customer_id = _required(q.customer)
+    if q.days is not None and q.period_type is not None:
         raise ApiError(422, "INVALID_PARAMETER", "give periodType or days, not both")
-    rolling = (days, *rolling_start(days, datetime.now(UTC))) if days is not None else None
+    rolling = (q.days, *rolling_start(q.days, datetime.now(UTC))) if q.days is not None else None
     pool = stores.require_pool()
     classes = await stores.classes.get(pool, key.tenant_id)  # the tenant's registry
     try:
@@ -124,12 +135,12 @@ async def interaction_summaries(
             pool,
             key.tenant_id,
             customer_id,
-            _one("offerId", offer, "actionId", action),
-            _one("treatmentId", treatment, "creativeId", creative),
-            channel,
-            [period_type] if period_type is not None else list(Period),
+            _one("offerId", q.offer, "actionId", q.action),
+            _one("treatmentId", q.treatment, "creativeId", q.creative),
+            q.channel,
+            [q.period_type] if q.period_type is not None else list(Period),
             rolling,
-            min(limit, MAX_SUMMARY_ROWS),
+            min(q.limit, MAX_SUMMARY_ROWS),
             classes,
         )
     except STORE_ERRORS:
@@ -144,37 +155,23 @@ async def interaction_summaries(
     summary="One customer's interactions, newest first, in pages (keyset cursor)",
 )
 async def interaction_history(
-    key: Viewer,
-    stores: StoresDep,
-    customer: CustomerParam = None,
-    offer: OfferParam = None,
-    action: ActionParam = None,
-    treatment: TreatmentParam = None,
-    creative: CreativeParam = None,
-    channel: ChannelParam = None,
-    type_: Annotated[
-        str | None, Query(alias="type", pattern=f"^{TYPE_KEY_PATTERN}$", description="event type")
-    ] = None,
-    cursor: Annotated[
-        str | None, Query(max_length=1000, description="nextCursor of the previous page")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, description="rows; above 200 capped at 200")] = 50,
+    key: Viewer, stores: StoresDep, q: Annotated[HistoryQuery, Depends(HistoryQuery.from_request)]
 ) -> ORJSONResponse:
-    customer_id = _required(customer)
+    customer_id = _required(q.customer)
     try:
-        after = decode_cursor(cursor) if cursor else None
+        after = decode_cursor(q.cursor) if q.cursor else None
     except BadCursor as exc:
         raise ApiError(400, "INVALID_CURSOR", str(exc)) from None
-    size = min(limit, MAX_HISTORY_ROWS)
+    size = min(q.limit, MAX_HISTORY_ROWS)
     try:
         events = await customer_queries.history_page(
             stores.require_pool(),
             key.tenant_id,
             customer_id,
-            _one("offerId", offer, "actionId", action),
-            _one("treatmentId", treatment, "creativeId", creative),
-            channel,
-            type_,
+            _one("offerId", q.offer, "actionId", q.action),
+            _one("treatmentId", q.treatment, "creativeId", q.creative),
+            q.channel,
+            q.type,
             after,
             size + 1,
         )

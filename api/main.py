@@ -27,6 +27,7 @@ from api.limits import AddressRateLimit, BodyLimit, RateLimits
 from api.metrics import RequestMetrics
 from api.outcome_routes import router as outcome_router
 from api.outcome_types import ClassesCache
+from api.params import document_parameters
 from api.publisher import EventPublisher
 from api.redis_read import RedisReader
 from api.routes import router
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_middleware(AccessLog)
     app.include_router(dashboard_router)
+    document_parameters(app)
     return app
 
 
