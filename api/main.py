@@ -61,6 +61,9 @@ async def _connect_postgres(stores: Stores, settled: asyncio.Event) -> None:
                 run_migrations=False,
                 statement_timeout=settings.api_statement_timeout_seconds,
                 acquire_timeout=settings.api_pool_acquire_timeout_seconds,
+                # The API sets nothing on a session that outlives its statement (SET LOCAL
+                # only, advisory locks by transaction): no reset round trip per request.
+                reset_sessions=False,
             )
         except SchemaError as exc:
             settled.set()
