@@ -13,7 +13,7 @@ from fastapi.responses import ORJSONResponse
 from prometheus_client import make_asgi_app
 from redis.asyncio import Redis
 
-from api.access import AccessLog
+from api.access import RequestLog
 from api.admin import router as admin_router
 from api.auth import KeyCache
 from api.catalog import CatalogCache
@@ -24,7 +24,6 @@ from api.docs import add_docs
 from api.errors import install_error_handlers
 from api.ingest import router as ingest_router
 from api.limits import AddressRateLimit, BodyLimit, RateLimits
-from api.metrics import RequestMetrics
 from api.outcome_routes import router as outcome_router
 from api.outcome_types import ClassesCache
 from api.params import document_parameters
@@ -141,11 +140,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_docs:
         add_docs(app)
     app.mount("/metrics", make_asgi_app())
-    # Outermost last: access log and request id, metrics, rate per address, body size.
+    # Outermost last: request id, access log and metrics; rate per address; body size.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(AddressRateLimit, limits=limits)
-    app.add_middleware(RequestMetrics)
-    app.add_middleware(AccessLog)
+    app.add_middleware(RequestLog)
     app.include_router(dashboard_router)
     document_parameters(app)
     return app
