@@ -9,7 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
-from api.customers import PERIOD_KEY_SQL, ROLLING, CustomerEvent
+from api.customers import PERIOD_KEY_SQL, ROLLING
 from core.periods import PERIOD_END_SQL, PERIOD_START_SQL, Period
 from core.schema import Classification
 
@@ -19,14 +19,6 @@ tenant_id = $1 AND customer_id = $2
   AND ($3::text IS NULL OR action_id = $3)
   AND ($4::text IS NULL OR treatment_id = $4)
   AND ($5::text IS NULL OR channel_id = $5)
-"""
-# A page of history newest first, after the cursor ($7, $8) when given; $9 rows.
-HISTORY_PAGE = f"""
-SELECT {_COLUMNS} FROM interaction_history
-WHERE {_FILTERS} AND ($6::text IS NULL OR type = $6)
-  AND ($7::timestamptz IS NULL OR (ts, event_id) < ($7, $8))
-ORDER BY ts DESC, event_id DESC
-LIMIT $9
 """
 
 
@@ -123,8 +115,32 @@ async def summary_page(
     return body
 
 
-def _events(records: list[asyncpg.Record]) -> list[CustomerEvent]:
-    return [CustomerEvent(*r) for r in records]
+# A page of history newest first as JSON rows (api.models.HistoryEvent), after the cursor
+# ($7, $8) when given: $9 rows, whether there are more, and the last row's (ts, event_id) for
+# the next cursor. Built by Postgres, like the summaries: Python rows were a fifth of the
+# request (py-spy).
+HISTORY_PAGE = f"""
+WITH page AS (
+  SELECT row_number() OVER (ORDER BY ts DESC, event_id DESC) AS n, *
+  FROM (
+    SELECT event_id, ts, action_id, treatment_id, channel_id, type, direction
+    FROM interaction_history
+    WHERE {_FILTERS} AND ($6::text IS NULL OR type = $6)
+      AND ($7::timestamptz IS NULL OR (ts, event_id) < ($7, $8))
+    ORDER BY ts DESC, event_id DESC
+    LIMIT $9 + 1
+  ) newest
+)
+SELECT
+  coalesce((SELECT string_agg(row_to_json(x)::text, ',' ORDER BY n) FROM page CROSS JOIN LATERAL (
+    SELECT event_id AS id, {_iso_sql("ts")} AS "timestamp", $2::text AS "customerId",
+      action_id AS "actionId", action_id AS "offerId", treatment_id AS "treatmentId",
+      treatment_id AS "creativeId", channel_id AS "channelId", type, direction
+  ) x WHERE n <= $9), '') AS rows,
+  (SELECT count(*) FROM page) > $9 AS more,
+  (SELECT ts FROM page WHERE n = $9) AS last_ts,
+  (SELECT event_id FROM page WHERE n = $9) AS last_id
+"""
 
 
 async def history_page(
@@ -137,9 +153,12 @@ async def history_page(
     type_: str | None,
     after: tuple[datetime, str] | None,
     rows: int,
-) -> list[CustomerEvent]:
+) -> tuple[str, tuple[datetime, str] | None]:
+    """The page's rows as JSON (comma-separated objects), and the position after its last row
+    when there are more (None on the last page)."""
     ts, event_id = after if after else (None, None)
-    records = await pool.fetch(
+    found = await pool.fetchrow(
         HISTORY_PAGE, tenant, customer, action, treatment, channel, type_, ts, event_id, rows
     )
-    return _events(records)
+    assert found is not None  # an aggregate: always one row
+    return found["rows"], (found["last_ts"], found["last_id"]) if found["more"] else None

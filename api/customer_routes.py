@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
+import orjson
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import ORJSONResponse, Response
 from pydantic import Field
@@ -17,7 +18,6 @@ from api.customers import (
     BadCursor,
     decode_cursor,
     encode_cursor,
-    history_row,
     rolling_start,
 )
 from api.deps import STORE_ERRORS, StoresDep, Viewer, actor, require_role
@@ -156,7 +156,7 @@ async def interaction_summaries(
 )
 async def interaction_history(
     key: Viewer, stores: StoresDep, q: Annotated[HistoryQuery, Depends(HistoryQuery.from_request)]
-) -> ORJSONResponse:
+) -> Response:
     customer_id = _required(q.customer)
     try:
         after = decode_cursor(q.cursor) if q.cursor else None
@@ -164,7 +164,7 @@ async def interaction_history(
         raise ApiError(400, "INVALID_CURSOR", str(exc)) from None
     size = min(q.limit, MAX_HISTORY_ROWS)
     try:
-        events = await customer_queries.history_page(
+        rows, last = await customer_queries.history_page(
             stores.require_pool(),
             key.tenant_id,
             customer_id,
@@ -173,21 +173,18 @@ async def interaction_history(
             q.channel,
             q.type,
             after,
-            size + 1,
+            size,
         )
     except STORE_ERRORS:
         raise _unavailable() from None
-    page, more = events[:size], len(events) > size
-    last = page[-1] if more else None
-    return ORJSONResponse(
-        {
-            "data": [history_row(customer_id, e) for e in page],
-            "pagination": {
-                "limit": size,
-                "hasMore": more,
-                "nextCursor": encode_cursor(last.ts, last.event_id) if last else None,
-            },
-        }
+    pagination = {
+        "limit": size,
+        "hasMore": last is not None,
+        "nextCursor": encode_cursor(*last) if last else None,
+    }
+    return Response(
+        b'{"data":[' + rows.encode() + b'],"pagination":' + orjson.dumps(pagination) + b"}",
+        media_type="application/json",
     )
 
 

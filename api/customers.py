@@ -1,5 +1,5 @@
-"""Pure logic of the per-customer reads: period keys, rolling windows, history rows and the
-history's keyset cursor.
+"""Pure logic of the per-customer reads: period keys, rolling windows and the history's
+keyset cursor.
 
 Summary rows come from the customer's raw history (tens to hundreds of events, read through
 an index), aggregated by Postgres (api.customer_queries.SUMMARY_PAGE): exact by construction,
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any
 
 import orjson
 
@@ -22,19 +20,6 @@ from core.periods import Period
 
 # The period type of a rolling window's rows (``days=N``); they come after the calendar ones.
 ROLLING = "rolling"
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerEvent:
-    """One history row of the customer."""
-
-    event_id: str
-    ts: datetime
-    action_id: str
-    treatment_id: str | None
-    channel_id: str | None
-    type: str
-    direction: str | None = None
 
 
 def period_key(period: Period, start: date) -> str:
@@ -77,21 +62,6 @@ def rolling_start(days: int, now: datetime) -> tuple[datetime, datetime]:
     today = now.astimezone(UTC).date()
     first = max(today - timedelta(days=min(days - 1, (today - date.min).days)), date.min)
     return _midnight(first), _midnight(today) + timedelta(days=1)
-
-
-def history_row(customer: str, e: CustomerEvent) -> dict[str, Any]:
-    return {
-        "id": e.event_id,
-        "timestamp": iso(e.ts),
-        "customerId": customer,
-        "actionId": e.action_id,
-        "offerId": e.action_id,
-        "treatmentId": e.treatment_id,
-        "creativeId": e.treatment_id,
-        "channelId": e.channel_id,
-        "type": e.type,
-        "direction": e.direction,
-    }
 
 
 class BadCursor(ValueError):
