@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
@@ -48,9 +48,7 @@ class Stores:
     # pool, so index-served reads always find a connection.
     heavy_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(5))
     # Summary bodies built from unchanged Redis pages (see api.answers.summary).
-    bodies: Recent[tuple[object, object, object, dict[str, Any]]] = field(
-        default_factory=lambda: Recent(64)
-    )
+    bodies: Recent[tuple[object, object, object, bytes]] = field(default_factory=lambda: Recent(64))
 
     def require_pool(self) -> asyncpg.Pool:
         if self.pool is None:

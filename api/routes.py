@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, Response
 from pydantic import Field
 
 from api import answers
@@ -57,7 +57,7 @@ class SummaryQuery(QueryModel):
 )
 async def interaction_summary(
     key: Viewer, stores: StoresDep, q: Annotated[SummaryQuery, Depends(SummaryQuery.from_request)]
-) -> ORJSONResponse:
+) -> Response:
     body = await answers.summary(
         stores,
         key.tenant_id,
@@ -68,7 +68,7 @@ async def interaction_summary(
         q.offset,
         datetime.now(UTC),
     )
-    return ORJSONResponse(body)
+    return Response(body, media_type="application/json")
 
 
 @router.get(
