@@ -140,6 +140,30 @@ TABLE_JS = """() => [...document.querySelectorAll('#summary tbody tr')].map(tr =
 }))"""
 
 
+CUSTOMER_TABLES = ("#customer-summaries", "#customer-history")
+# What a contact policy looks at must be on the page (the page may show more).
+CUSTOMER_COLUMNS = (
+    {
+        "periodKey",
+        "offerId",
+        "channelId",
+        "impressions",
+        "total",
+        "lastContactAt",
+        "lastOutcomeKey",
+    },
+    {"timestamp", "type", "actionId", "channelId", "id"},
+)
+# Each row of a customer table as [texts of its cells, the columns they show].
+CUSTOMER_TABLE_JS = """(table) => [...document.querySelectorAll(table + ' tbody tr')].map(tr => [
+    [...tr.cells].map(td => td.textContent), [...tr.cells].map(td => td.dataset.col)])"""
+
+
+def cell_texts(row: dict[str, Any], columns: list[str]) -> list[str]:
+    """The texts the customer view must show for an API row: a missing value as an en dash."""
+    return ["\N{EN DASH}" if row.get(c) is None else str(row[c]) for c in columns]
+
+
 def shown(cells: dict[str, str]) -> dict[str, Any]:
     """The page's raw cell values in the shape ``expected`` gives for an API row."""
     values: dict[str, Any] = {c: float(cells[c]) for c in NUMERIC if c in cells}
@@ -215,6 +239,46 @@ class Dashboard:
             lambda: f"{what}: page {self.last_page} != API {self.last_api.get('summary')}",
         )
         return self.last_api
+
+    async def customer_matches(self, customer: str, period: str, total: int | None) -> bool:
+        """True when the customer view shows exactly the API's summaries and history (and the
+        API's summary rows add up to ``total`` events, when given)."""
+        summaries = await self.api(
+            "interaction-summaries", customerId=customer, periodType=period, limit=200
+        )
+        history = await self.api("interaction-history", customerId=customer, limit=20)
+        self.last_api = {"summaries": summaries["data"], "history": history["data"]}
+        self.last_page = [await self.page.evaluate(CUSTOMER_TABLE_JS, t) for t in CUSTOMER_TABLES]
+        want = [
+            [cell_texts(row, cols) for row in rows]
+            for rows, cols in zip(
+                (summaries["data"], history["data"]), self.last_page_columns(), strict=True
+            )
+        ]
+        shows = [set(cols) for cols in self.last_page_columns()]
+        counted = sum(r["total"] for r in summaries["data"])
+        return (
+            bool(summaries["total"])
+            and total in (None, counted)
+            and all(need <= got for need, got in zip(CUSTOMER_COLUMNS, shows, strict=True))
+            and [[r for r, _ in t] for t in self.last_page] == want
+        )
+
+    def last_page_columns(self) -> list[list[str]]:
+        return [(t[0][1] if t else []) for t in self.last_page]
+
+    async def wait_customer(
+        self, customer: str, period: str, total: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Wait until the customer view shows the API's answers; return the summary rows."""
+        await wait_until(
+            lambda: self.customer_matches(customer, period, total),
+            20,
+            0.25,
+            lambda: f"customer {customer} {period}: page {self.last_page} != API {self.last_api}",
+        )
+        rows: list[dict[str, Any]] = self.last_api["summaries"]
+        return rows
 
     async def text(self, selector: str) -> str:
         value: str = await self.page.locator(selector).inner_text()
@@ -392,6 +456,30 @@ async def test_dashboard_shows_the_apis_numbers_and_follows_new_events(
         await page.click("#next")
         await ui.wait_matches("customers page two", groupBy="customer", limit=10, offset=10)
         assert await ui.text("#page-info") == f"11\N{EN DASH}20 of {CUSTOMERS} customers"
+
+        # The customer view: one customer's summaries and last interactions, as the API gives
+        # them, following new events of that customer by itself.
+        customer = "C-03"
+        await page.fill("#customer-input", customer)
+        await page.select_option("#customer-period", "daily")
+        await page.click("#customer-lookup")
+        await ui.wait_customer(customer, "daily")
+        third = [
+            {
+                **e,
+                "id": f"three-{i}",
+                "customerId": customer,
+                "timestamp": datetime.now(UTC).isoformat(),
+            }
+            for i, e in enumerate(second[:3])
+        ]
+        await produce(settings, third)
+        # Today's rows of the customer add up to every event of theirs, the new ones included.
+        today_total = sum(e["customerId"] == customer for e in first + second + third)
+        await ui.wait_customer(customer, "daily", total=today_total)
+        await page.select_option("#customer-period", "alltime")
+        assert len(await ui.wait_customer(customer, "alltime")) >= 1
+        await ui.screenshot("dashboard-customer.png")
 
         # The API goes away: a banner says so; it comes back: the page recovers by itself.
         api.stop()
