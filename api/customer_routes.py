@@ -57,8 +57,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(prefix="/api/v1", tags=["customers"])
 
 Admin = Annotated[ApiKey, Depends(require_role(Role.ADMIN))]
-# A customer or catalog id: as the contract caps ids; NUL cannot be stored in Postgres text
-# (a 422 here, not a 503).
+# A customer or catalog id in a query (the limits of _ID).
 Id = Annotated[str | None, Field(**_ID)]  # type: ignore[call-overload]
 
 
