@@ -5,6 +5,7 @@ queries change with the counter schema while these do not."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -90,13 +91,23 @@ SELECT '{{"data":[' || coalesce((SELECT string_agg(body, ',' ORDER BY n) FROM sh
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Whose history rows a read covers: $1-$5 of both statements."""
+
+    tenant: str
+    customer: str
+    action: str | None = None
+    treatment: str | None = None
+    channel: str | None = None
+
+    def args(self) -> tuple[str | None, ...]:
+        return (self.tenant, self.customer, self.action, self.treatment, self.channel)
+
+
 async def summary_page(
     pool: asyncpg.Pool,
-    tenant: str,
-    customer: str,
-    action: str | None,
-    treatment: str | None,
-    channel: str | None,
+    rows: Rows,
     periods: Sequence[Period] | None,
     rolling: tuple[int, datetime, datetime] | None,
     limit: int,
@@ -109,9 +120,8 @@ async def summary_page(
     positive = [k for k, c in classes.items() if c is Classification.POSITIVE]
     negative = [k for k, c in classes.items() if c is Classification.NEGATIVE]
     body: str = await pool.fetchval(
-        SUMMARY_PAGE, tenant, customer, action, treatment, channel, since, until, wanted, days,
-        positive, negative, limit,
-    )  # fmt: skip
+        SUMMARY_PAGE, *rows.args(), since, until, wanted, days, positive, negative, limit
+    )
     return body
 
 
@@ -145,20 +155,14 @@ SELECT
 
 async def history_page(
     pool: asyncpg.Pool,
-    tenant: str,
-    customer: str,
-    action: str | None,
-    treatment: str | None,
-    channel: str | None,
+    rows: Rows,
     type_: str | None,
     after: tuple[datetime, str] | None,
-    rows: int,
+    size: int,
 ) -> tuple[str, tuple[datetime, str] | None]:
-    """The page's rows as JSON (comma-separated objects), and the position after its last row
-    when there are more (None on the last page)."""
+    """The page's ``size`` rows as JSON (comma-separated objects), and the position after its
+    last row when there are more (None on the last page)."""
     ts, event_id = after if after else (None, None)
-    found = await pool.fetchrow(
-        HISTORY_PAGE, tenant, customer, action, treatment, channel, type_, ts, event_id, rows
-    )
+    found = await pool.fetchrow(HISTORY_PAGE, *rows.args(), type_, ts, event_id, size)
     assert found is not None  # an aggregate: always one row
     return found["rows"], (found["last_ts"], found["last_id"]) if found["more"] else None

@@ -73,6 +73,18 @@ class CustomerQuery(QueryModel):
     creative: Id = Field(None, alias="creativeId", description="= treatmentId")
     channel: Id = Field(None, alias="channelId")
 
+    def rows(self, tenant: str) -> customer_queries.Rows:
+        """Whose rows: the customer (400 without one) and the filters, each by either name."""
+        if self.customer is None:
+            raise ApiError(400, "MISSING_CUSTOMER_ID", "the query parameter customerId is required")
+        return customer_queries.Rows(
+            tenant,
+            self.customer,
+            _one("offerId", self.offer, "actionId", self.action),
+            _one("treatmentId", self.treatment, "creativeId", self.creative),
+            self.channel,
+        )
+
 
 class SummariesQuery(CustomerQuery):
     period_type: Period | None = Field(
@@ -92,12 +104,6 @@ class HistoryQuery(CustomerQuery):
     type: str | None = Field(None, pattern=f"^{TYPE_KEY_PATTERN}$", description="event type")
     cursor: str | None = Field(None, max_length=1000, description="nextCursor of the previous page")
     limit: int = Field(50, ge=1, description="rows; above 200 capped at 200")
-
-
-def _required(customer: str | None) -> str:
-    if customer is None:
-        raise ApiError(400, "MISSING_CUSTOMER_ID", "the query parameter customerId is required")
-    return customer
 
 
 def _one(name: str, ours: str | None, alias_name: str, alias: str | None) -> str | None:
@@ -123,7 +129,7 @@ async def interaction_summaries(
     stores: StoresDep,
     q: Annotated[SummariesQuery, Depends(SummariesQuery.from_request)],
 ) -> Response:
-    customer_id = _required(q.customer)
+    rows = q.rows(key.tenant_id)
     if q.days is not None and q.period_type is not None:
         raise ApiError(422, "INVALID_PARAMETER", "give periodType or days, not both")
     rolling = (q.days, *rolling_start(q.days, datetime.now(UTC))) if q.days is not None else None
@@ -132,11 +138,7 @@ async def interaction_summaries(
     try:
         body = await customer_queries.summary_page(
             pool,
-            key.tenant_id,
-            customer_id,
-            _one("offerId", q.offer, "actionId", q.action),
-            _one("treatmentId", q.treatment, "creativeId", q.creative),
-            q.channel,
+            rows,
             [q.period_type] if q.period_type is not None else list(Period),
             rolling,
             min(q.limit, MAX_SUMMARY_ROWS),
@@ -156,23 +158,15 @@ async def interaction_summaries(
 async def interaction_history(
     key: Viewer, stores: StoresDep, q: Annotated[HistoryQuery, Depends(HistoryQuery.from_request)]
 ) -> Response:
-    customer_id = _required(q.customer)
+    rows = q.rows(key.tenant_id)
     try:
         after = decode_cursor(q.cursor) if q.cursor else None
     except BadCursor as exc:
         raise ApiError(400, "INVALID_CURSOR", str(exc)) from None
     size = min(q.limit, MAX_HISTORY_ROWS)
     try:
-        rows, last = await customer_queries.history_page(
-            stores.require_pool(),
-            key.tenant_id,
-            customer_id,
-            _one("offerId", q.offer, "actionId", q.action),
-            _one("treatmentId", q.treatment, "creativeId", q.creative),
-            q.channel,
-            q.type,
-            after,
-            size,
+        found, last = await customer_queries.history_page(
+            stores.require_pool(), rows, q.type, after, size
         )
     except STORE_ERRORS:
         raise _unavailable() from None
@@ -182,7 +176,7 @@ async def interaction_history(
         "nextCursor": encode_cursor(*last) if last else None,
     }
     return Response(
-        b'{"data":[' + rows.encode() + b'],"pagination":' + orjson.dumps(pagination) + b"}",
+        b'{"data":[' + found.encode() + b'],"pagination":' + orjson.dumps(pagination) + b"}",
         media_type="application/json",
     )
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.customer_queries import summary_page
+from api.customer_queries import Rows, summary_page
 from api.customers import PERIOD_KEY_SQL, period_key, rolling_start
 from core.config import Settings
 from core.periods import PERIOD_END_SQL, Period, next_bucket_start
@@ -72,10 +72,10 @@ async def _page(
         await pool.executemany(
             INSERT, [(e.id, e.ts, e.action, e.treatment, e.channel, e.type) for e in events]
         )
-        body = await summary_page(
-            pool, "t", "C1", filters.get("offer"), filters.get("treatment"),
-            filters.get("channel"), periods, rolling, limit, classes or SYSTEM_CLASSES,
-        )  # fmt: skip
+        rows = Rows(
+            "t", "C1", filters.get("offer"), filters.get("treatment"), filters.get("channel")
+        )
+        body = await summary_page(pool, rows, periods, rolling, limit, classes or SYSTEM_CLASSES)
     finally:
         await pool.close()
     parsed: dict[str, object] = orjson.loads(body)
