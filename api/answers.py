@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 from redis.exceptions import RedisError
 
 from api import queries
@@ -135,10 +136,11 @@ async def summary(
     limit: int,
     offset: int,
     now: datetime,
-) -> dict[str, Any]:
-    """The response body. Dashboards poll the same pages: while Redis returns the same page
-    (the same object, see RedisReader) and the catalog is unchanged, the body built last time
-    is the answer (it is never mutated), so only the Redis read is paid again."""
+) -> bytes:
+    """The response body, as JSON. Dashboards poll the same pages: while Redis returns the same
+    page (the same object, see RedisReader) and the catalog is unchanged, the body encoded last
+    time is the answer, so only the Redis read is paid again (encoding a 35 KB page was 5 % of
+    a request: py-spy)."""
     rng = summary_range(days, window is Window.ROLLING, now)
     await check_retention(stores, rng)
     page, source = await _page(stores, tenant, group_by, rng, limit, offset)
@@ -149,7 +151,7 @@ async def summary(
     built = stores.bodies.get(shape)
     if built is not None and built[0] is page and built[1] is catalog and built[2] is classes:
         return built[3]
-    body = {
+    body = orjson.dumps({
         "groupBy": group_by.value,
         "days": days,
         "summary": rows(group_by, page, catalog, classes),
@@ -159,7 +161,7 @@ async def summary(
         "window": window.value,
         "period": _period_info(rng),
         "source": source.value,
-    }
+    })  # fmt: skip
     if source is Source.REDIS:
         stores.bodies.put(shape, (page, catalog, classes, body))
     return body
