@@ -1,4 +1,5 @@
-"""Request ids and the access log, as plain ASGI middleware (outermost: it sees every answer).
+"""Request ids, the access log and the request metrics (api.metrics), as one plain ASGI
+middleware (outermost: it sees every answer).
 
 Each request gets an id (the client's ``X-Request-Id`` if it is a short token, else a new one),
 returned in the ``X-Request-Id`` header and carried by every log line written while serving it.
@@ -10,14 +11,15 @@ duration, client address and, once authenticated, the key's prefix and role.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import record
 from core.logs import REQUEST_ID
 
 log = logging.getLogger("api.access")
@@ -44,10 +46,10 @@ def _request_id(scope: Scope) -> str:
             if _CLIENT_ID.match(given):
                 return given
             break
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()  # as random as uuid4's first 16 hex digits, cheaper
 
 
-class AccessLog:
+class RequestLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -73,15 +75,20 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            client = scope.get("client")
-            fields: dict[str, Any] = {
-                "method": scope["method"],
-                "path": loggable_path(scope["path"]),
-                "status": status["code"],
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "client": client[0] if client else None,
-                **caller,
-            }
-            log.info("%s %s %d", fields["method"], fields["path"], fields["status"], extra=fields)
+            seconds = time.perf_counter() - started
+            record(scope, status["code"], seconds)
+            if log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                fields: dict[str, Any] = {
+                    "method": scope["method"],
+                    "path": loggable_path(scope["path"]),
+                    "status": status["code"],
+                    "duration_ms": round(seconds * 1000, 2),
+                    "client": client[0] if client else None,
+                    **caller,
+                }
+                log.info(
+                    "%s %s %d", fields["method"], fields["path"], fields["status"], extra=fields
+                )
             CALLER.reset(caller_token)
             REQUEST_ID.reset(id_token)

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import ORJSONResponse
+import orjson
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import ORJSONResponse, Response
+from pydantic import Field
 
 from api import customer_queries
 from api.auth import ApiKey, Role
@@ -16,9 +18,7 @@ from api.customers import (
     BadCursor,
     decode_cursor,
     encode_cursor,
-    history_row,
     rolling_start,
-    summary_page,
 )
 from api.deps import STORE_ERRORS, StoresDep, Viewer, actor, require_role
 from api.errors import ApiError
@@ -29,6 +29,7 @@ from api.models import (
     ErrorResponse,
     HistoryResponse,
 )
+from api.params import QueryModel
 from core.logs import audit
 from core.periods import Period
 from core.schema import TYPE_KEY_PATTERN
@@ -56,21 +57,53 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(prefix="/api/v1", tags=["customers"])
 
 Admin = Annotated[ApiKey, Depends(require_role(Role.ADMIN))]
-CustomerParam = Annotated[
-    str | None,
-    Query(alias="customerId", description="required: 400 MISSING_CUSTOMER_ID without it", **_ID),
-]
-OfferParam = Annotated[str | None, Query(alias="offerId", description="the action", **_ID)]
-ActionParam = Annotated[str | None, Query(alias="actionId", description="= offerId", **_ID)]
-CreativeParam = Annotated[str | None, Query(alias="creativeId", description="= treatmentId", **_ID)]
-TreatmentParam = Annotated[str | None, Query(alias="treatmentId", **_ID)]
-ChannelParam = Annotated[str | None, Query(alias="channelId", **_ID)]
+# A customer or catalog id in a query (the limits of _ID).
+Id = Annotated[str | None, Field(**_ID)]  # type: ignore[call-overload]
 
 
-def _required(customer: str | None) -> str:
-    if customer is None:
-        raise ApiError(400, "MISSING_CUSTOMER_ID", "the query parameter customerId is required")
-    return customer
+class CustomerQuery(QueryModel):
+    """The parameters both per-customer reads share."""
+
+    customer: Id = Field(
+        None, alias="customerId", description="required: 400 MISSING_CUSTOMER_ID without it"
+    )
+    offer: Id = Field(None, alias="offerId", description="the action")
+    action: Id = Field(None, alias="actionId", description="= offerId")
+    treatment: Id = Field(None, alias="treatmentId")
+    creative: Id = Field(None, alias="creativeId", description="= treatmentId")
+    channel: Id = Field(None, alias="channelId")
+
+    def rows(self, tenant: str) -> customer_queries.Rows:
+        """Whose rows: the customer (400 without one) and the filters, each by either name."""
+        if self.customer is None:
+            raise ApiError(400, "MISSING_CUSTOMER_ID", "the query parameter customerId is required")
+        return customer_queries.Rows(
+            tenant,
+            self.customer,
+            _one("offerId", self.offer, "actionId", self.action),
+            _one("treatmentId", self.treatment, "creativeId", self.creative),
+            self.channel,
+        )
+
+
+class SummariesQuery(CustomerQuery):
+    period_type: Period | None = Field(
+        None, alias="periodType", description="all four when omitted"
+    )
+    days: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DAYS,
+        description="rolling: one row per combination over the last N UTC days, today"
+        " included (periodType rolling); not with periodType",
+    )
+    limit: int = Field(100, ge=1, description="rows; above 200 capped at 200")
+
+
+class HistoryQuery(CustomerQuery):
+    type: str | None = Field(None, pattern=f"^{TYPE_KEY_PATTERN}$", description="event type")
+    cursor: str | None = Field(None, max_length=1000, description="nextCursor of the previous page")
+    limit: int = Field(50, ge=1, description="rows; above 200 capped at 200")
 
 
 def _one(name: str, ours: str | None, alias_name: str, alias: str | None) -> str | None:
@@ -94,51 +127,26 @@ def _unavailable() -> ApiError:
 async def interaction_summaries(
     key: Viewer,
     stores: StoresDep,
-    customer: CustomerParam = None,
-    period_type: Annotated[
-        Period | None, Query(alias="periodType", description="all four when omitted")
-    ] = None,
-    offer: OfferParam = None,
-    action: ActionParam = None,
-    treatment: TreatmentParam = None,
-    creative: CreativeParam = None,
-    channel: ChannelParam = None,
-    days: Annotated[
-        int | None,
-        Query(
-            ge=1,
-            le=MAX_DAYS,
-            description="rolling: one row per combination over the last N UTC days, today"
-            " included (periodType rolling); not with periodType",
-        ),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, description="rows; above 200 capped at 200")] = 100,
-) -> ORJSONResponse:
-    customer_id = _required(customer)
-    if days is not None and period_type is not None:
+    q: Annotated[SummariesQuery, Depends(SummariesQuery.from_request)],
+) -> Response:
+    rows = q.rows(key.tenant_id)
+    if q.days is not None and q.period_type is not None:
         raise ApiError(422, "INVALID_PARAMETER", "give periodType or days, not both")
-    now = datetime.now(UTC)
-    rolling = (days, *rolling_start(days, now)) if days is not None else None
+    rolling = (q.days, *rolling_start(q.days, datetime.now(UTC))) if q.days is not None else None
+    pool = stores.require_pool()
+    classes = await stores.classes.get(pool, key.tenant_id)  # the tenant's registry
     try:
-        events = await customer_queries.customer_events(
-            stores.require_pool(),
-            key.tenant_id,
-            customer_id,
-            _one("offerId", offer, "actionId", action),
-            _one("treatmentId", treatment, "creativeId", creative),
-            channel,
-            rolling[1] if rolling else None,
+        body = await customer_queries.summary_page(
+            pool,
+            rows,
+            [q.period_type] if q.period_type is not None else list(Period),
+            rolling,
+            min(q.limit, MAX_SUMMARY_ROWS),
+            classes,
         )
     except STORE_ERRORS:
         raise _unavailable() from None
-    if rolling is not None:
-        events = [e for e in events if e.ts < rolling[2]]
-    periods = [period_type] if period_type is not None else list(Period)
-    classes = await stores.classes.get(stores.pool, key.tenant_id)  # the tenant's registry
-    rows, total = summary_page(
-        customer_id, events, periods, rolling, min(limit, MAX_SUMMARY_ROWS), classes=classes
-    )
-    return ORJSONResponse({"data": rows, "total": total})
+    return Response(body, media_type="application/json")
 
 
 @router.get(
@@ -148,53 +156,28 @@ async def interaction_summaries(
     summary="One customer's interactions, newest first, in pages (keyset cursor)",
 )
 async def interaction_history(
-    key: Viewer,
-    stores: StoresDep,
-    customer: CustomerParam = None,
-    offer: OfferParam = None,
-    action: ActionParam = None,
-    treatment: TreatmentParam = None,
-    creative: CreativeParam = None,
-    channel: ChannelParam = None,
-    type_: Annotated[
-        str | None, Query(alias="type", pattern=f"^{TYPE_KEY_PATTERN}$", description="event type")
-    ] = None,
-    cursor: Annotated[
-        str | None, Query(max_length=1000, description="nextCursor of the previous page")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, description="rows; above 200 capped at 200")] = 50,
-) -> ORJSONResponse:
-    customer_id = _required(customer)
+    key: Viewer, stores: StoresDep, q: Annotated[HistoryQuery, Depends(HistoryQuery.from_request)]
+) -> Response:
+    rows = q.rows(key.tenant_id)
     try:
-        after = decode_cursor(cursor) if cursor else None
+        after = decode_cursor(q.cursor) if q.cursor else None
     except BadCursor as exc:
         raise ApiError(400, "INVALID_CURSOR", str(exc)) from None
-    size = min(limit, MAX_HISTORY_ROWS)
+    size = min(q.limit, MAX_HISTORY_ROWS)
     try:
-        events = await customer_queries.history_page(
-            stores.require_pool(),
-            key.tenant_id,
-            customer_id,
-            _one("offerId", offer, "actionId", action),
-            _one("treatmentId", treatment, "creativeId", creative),
-            channel,
-            type_,
-            after,
-            size + 1,
+        found, last = await customer_queries.history_page(
+            stores.require_pool(), rows, q.type, after, size
         )
     except STORE_ERRORS:
         raise _unavailable() from None
-    page, more = events[:size], len(events) > size
-    last = page[-1] if more else None
-    return ORJSONResponse(
-        {
-            "data": [history_row(customer_id, e) for e in page],
-            "pagination": {
-                "limit": size,
-                "hasMore": more,
-                "nextCursor": encode_cursor(last.ts, last.event_id) if last else None,
-            },
-        }
+    pagination = {
+        "limit": size,
+        "hasMore": last is not None,
+        "nextCursor": encode_cursor(*last) if last else None,
+    }
+    return Response(
+        b'{"data":[' + found.encode() + b'],"pagination":' + orjson.dumps(pagination) + b"}",
+        media_type="application/json",
     )
 
 

@@ -42,11 +42,31 @@ def parse_limits(text: str, setting: str) -> list[RateLimitItem]:
         ) from None
 
 
+class SweptInline(MemoryStorage):
+    """The ``limits`` library's memory storage, its expired keys swept inline at most once a
+    second instead of by a ``threading.Timer`` it starts again 10 ms after the last: a new
+    thread every 10 ms under steady traffic, about 110 µs of CPU per request at 200
+    requests/s. Reads check expiry themselves (``get``), so the sweep only bounds memory."""
+
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next_sweep = 0.0
+
+    # The parent calls its private ``__schedule_expiry`` on every count; this takes its place.
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_SECONDS
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+
+
 class RateLimits:
     """Request budgets per API key and per client address."""
 
     def __init__(self, per_key: str, per_address: str, per_producer_key: str = "") -> None:
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._limiter = SlidingWindowCounterRateLimiter(SweptInline())
         self.per_key = parse_limits(per_key, "INTERACTION_SUMMARY_API_RATE_LIMIT_PER_KEY")
         self.per_producer_key = parse_limits(
             per_producer_key, "INTERACTION_SUMMARY_API_RATE_LIMIT_PER_PRODUCER_KEY"

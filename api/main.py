@@ -13,7 +13,7 @@ from fastapi.responses import ORJSONResponse
 from prometheus_client import make_asgi_app
 from redis.asyncio import Redis
 
-from api.access import AccessLog
+from api.access import RequestLog
 from api.admin import router as admin_router
 from api.auth import KeyCache
 from api.catalog import CatalogCache
@@ -24,9 +24,9 @@ from api.docs import add_docs
 from api.errors import install_error_handlers
 from api.ingest import router as ingest_router
 from api.limits import AddressRateLimit, BodyLimit, RateLimits
-from api.metrics import RequestMetrics
 from api.outcome_routes import router as outcome_router
 from api.outcome_types import ClassesCache
+from api.params import document_parameters
 from api.publisher import EventPublisher
 from api.redis_read import RedisReader
 from api.routes import router
@@ -60,6 +60,9 @@ async def _connect_postgres(stores: Stores, settled: asyncio.Event) -> None:
                 run_migrations=False,
                 statement_timeout=settings.api_statement_timeout_seconds,
                 acquire_timeout=settings.api_pool_acquire_timeout_seconds,
+                # The API sets nothing on a session that outlives its statement (SET LOCAL
+                # only, advisory locks by transaction): no reset round trip per request.
+                reset_sessions=False,
             )
         except SchemaError as exc:
             settled.set()
@@ -137,12 +140,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_docs:
         add_docs(app)
     app.mount("/metrics", make_asgi_app())
-    # Outermost last: access log and request id, metrics, rate per address, body size.
+    # Outermost last: request id, access log and metrics; rate per address; body size.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(AddressRateLimit, limits=limits)
-    app.add_middleware(RequestMetrics)
-    app.add_middleware(AccessLog)
+    app.add_middleware(RequestLog)
     app.include_router(dashboard_router)
+    document_parameters(app)
     return app
 
 

@@ -102,10 +102,22 @@ class EventPublisher:
         self.start()
 
     async def _close(self, producer: AIOKafkaProducer) -> None:
+        """Stop a failed producer for good: what it still holds is dropped, never sent later.
+
+        ``stop()`` alone flushes first, and an idempotent producer retries its batches without
+        end; cut short by a timeout, it left the sender running with its connections open. A
+        producer that outlives a broker restart sends under a producer id the empty broker may
+        have handed to its replacement, and a batch that happens to fit that producer's
+        sequence is written, after which the replacement's next batch is taken for a duplicate
+        and silently dropped (an acknowledged event lost). The client retried the request that
+        answered 503; nothing here needs delivering.
+        """
+        producer._message_accumulator.fail_all(BrokerUnavailable("the producer was replaced"))
         try:
             await asyncio.wait_for(producer.stop(), self._timeout)
         except Exception as exc:  # a broken producer may fail to stop cleanly: it is gone anyway
             log.info("failed producer closed with error=%r", exc)
+            await producer.client.close()
 
     async def _connect(self) -> None:
         delay = 0.2
@@ -181,3 +193,20 @@ class _InitProducerIdRequest(Request[InitProducerIdRequest_v0 | _InitProducerIdR
 
 
 _sender.InitProducerIdRequest = _InitProducerIdRequest  # type: ignore[misc,assignment]
+
+
+# --- a duplicate the broker cannot vouch for is not an acknowledgement -------------------
+# aiokafka reports DuplicateSequenceNumber as success (without an offset): the broker says it
+# holds a later batch of this producer id than this one. A broker holds batches of *our*
+# producer only if it kept its state; one that restarted empty (Tansu in memory, a Kafka
+# whose log is gone) hands producer ids out again from 1, and a producer that outlived the
+# restart then shares its id with another: its batches are "duplicates" of the other's and
+# are never written. Failing the batch turns that into a 503 and a fresh producer id; where
+# the duplicate was real, the retry is counted once all the same (event ids).
+
+
+class _NeverAnswered(Exception):
+    """Matches no broker error: the sender's duplicate branch is never taken."""
+
+
+_sender.DuplicateSequenceNumber = _NeverAnswered  # type: ignore[misc,assignment]

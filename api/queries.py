@@ -174,6 +174,9 @@ HISTORY_SETTINGS = (
     " SET LOCAL plan_cache_mode = force_custom_plan"
 )
 
+# The first day whose daily buckets and distinct tags retention keeps (NULL: every day).
+ROLLING_KEPT_FROM = "SELECT greatest(buckets_from, distinct_from) FROM retention_horizon"
+
 TIMESERIES_BUCKETS = f"""
 SELECT bucket_start AS day, {_TYPE_SUMS}
 FROM interaction_bucket
@@ -334,3 +337,9 @@ async def daily_totals(
             return {r["day"]: r for r in rows}, False
         rows = await conn.fetch(TIMESERIES_HISTORY, tenant, start, end)
         return {r["day"]: r for r in rows}, True
+
+
+async def rolling_kept_from(pool: asyncpg.Pool) -> date | None:
+    """The first day a rolling window may start on: retention dropped the days before it."""
+    kept: date | None = await pool.fetchval(ROLLING_KEPT_FROM)
+    return kept

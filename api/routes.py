@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import ORJSONResponse
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import ORJSONResponse, Response
+from pydantic import Field
 
 from api import answers
 from api.deps import StoresDep, Viewer
 from api.models import ERROR_RESPONSES, ErrorResponse, SummaryResponse, TimeseriesResponse
+from api.params import QueryModel
 from api.summary import GroupBy, Window
 
 MAX_LIMIT = 500
@@ -34,6 +36,19 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(prefix="/api/v1", tags=["interaction summary"])
 
 
+class SummaryQuery(QueryModel):
+    group_by: GroupBy = Field(GroupBy.ACTION, alias="groupBy", description="grouping dimension")
+    days: int = Field(
+        30, ge=1, le=MAX_DAYS, description="1: daily, 2-7: weekly, 8-31: monthly, 32+: all-time"
+    )
+    limit: int = Field(100, ge=1, description="page size; above 500 it is capped at 500")
+    offset: int = Field(0, ge=0, le=2**31 - 1, description="groups to skip")
+    window: Window = Field(
+        Window.PERIOD,
+        description="period: the current calendar period; rolling: the last `days` UTC days",
+    )
+
+
 @router.get(
     "/interaction-summary",
     response_model=SummaryResponse,
@@ -41,35 +56,19 @@ router = APIRouter(prefix="/api/v1", tags=["interaction summary"])
     summary="Interaction counters grouped by action, treatment, channel or customer",
 )
 async def interaction_summary(
-    key: Viewer,
-    stores: StoresDep,
-    group_by: Annotated[
-        GroupBy, Query(alias="groupBy", description="grouping dimension")
-    ] = GroupBy.ACTION,
-    days: Annotated[
-        int,
-        Query(ge=1, le=MAX_DAYS, description="1: daily, 2-7: weekly, 8-31: monthly, 32+: all-time"),
-    ] = 30,
-    limit: Annotated[
-        int, Query(ge=1, description="page size; above 500 it is capped at 500")
-    ] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="groups to skip")] = 0,
-    window: Annotated[
-        Window,
-        Query(description="period: the current calendar period; rolling: the last `days` UTC days"),
-    ] = Window.PERIOD,
-) -> ORJSONResponse:
+    key: Viewer, stores: StoresDep, q: Annotated[SummaryQuery, Depends(SummaryQuery.from_request)]
+) -> Response:
     body = await answers.summary(
         stores,
         key.tenant_id,
-        group_by,
-        days,
-        window,
-        min(limit, MAX_LIMIT),
-        offset,
+        q.group_by,
+        q.days,
+        q.window,
+        min(q.limit, MAX_LIMIT),
+        q.offset,
         datetime.now(UTC),
     )
-    return ORJSONResponse(body)
+    return Response(body, media_type="application/json")
 
 
 @router.get(

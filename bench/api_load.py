@@ -43,7 +43,15 @@ import httpx
 from redis.asyncio import Redis
 
 from bench import history, loadgen, services
-from bench.report import RESULTS_DIR, Figure, Report, Target, make_console, peak_rss_mb
+from bench.report import (
+    RESULTS_DIR,
+    Figure,
+    Report,
+    Target,
+    cpu_seconds,
+    make_console,
+    peak_rss_mb,
+)
 from cli.synthetic import make_catalog
 from core.periods import Period, bucket_start
 from embedded.processes import Process
@@ -154,7 +162,10 @@ async def run(
                     paths = _paths()
                     report.details["answers"] = await _check_answers(api.url, auth, paths)
                     report.details["rss_mb_before_load"] = round(peak_rss_mb(api.pid), 1)
-                    await _measure(report, api, auth, paths, seconds, pause_ms, tool, profile)
+                    redis = services.server_pids(srv)["redis"]
+                    await _measure(
+                        report, api, redis, auth, paths, seconds, pause_ms, tool, profile
+                    )
                     report.details["api_peak_rss_mb"] = round(peak_rss_mb(api.pid), 1)
     rss = report.details["api_peak_rss_mb"]
     report.add(Figure("API peak RSS (5b)", rss, "MB", targets=(Target("<", TARGET_RSS_MB),)))
@@ -164,6 +175,7 @@ async def run(
 async def _measure(
     report: Report,
     api: Process,
+    redis: list[int],
     auth: str,
     paths: list[str],
     seconds: float,
@@ -171,7 +183,13 @@ async def _measure(
     tool: str,
     profile: bool,
 ) -> None:
+    cpu: dict[str, dict[str, float]] = {}
+
+    def used() -> dict[str, float]:
+        return {"api": cpu_seconds(api.pid), "redis": sum(cpu_seconds(p) for p in redis)}
+
     async def load(what: str, urls: list[str], delay_ms: float = 0.0) -> loadgen.Load:
+        before = used()
         with console.status(f"{what}: {CONNECTIONS} connections, {seconds:.0f}s"):
             result = await loadgen.run(
                 api.url, urls, auth, connections=CONNECTIONS, seconds=seconds,
@@ -179,6 +197,11 @@ async def _measure(
             )  # fmt: skip
         if result.errors or result.non_2xx:
             raise RuntimeError(f"{what}: {result.errors} errors, {result.non_2xx} non-2xx")
+        after = used()
+        cpu[what] = {
+            f"{name}_cpu_us_per_request": round(1e6 * (after[name] - before[name]) / result.requests, 1)
+            for name in after
+        } if result.requests else {}  # fmt: skip
         return result
 
     await loadgen.run(api.url, paths, auth, connections=CONNECTIONS, seconds=3, tool=tool)
@@ -192,8 +215,8 @@ async def _measure(
     health_polling = await load("health, dashboard polling", ["/health"], delay_ms)
     report.details["load"] = {
         "tool": summary.tool,
-        "summary_saturated": summary.as_json(),
-        "health_saturated": health.as_json(),
+        "summary_saturated": {**summary.as_json(), **cpu["summary, saturated"]},
+        "health_saturated": {**health.as_json(), **cpu["health, saturated"]},
         "summary_polling": {**polling.as_json(), "delay_ms_per_client": round(delay_ms, 1)},
         "health_polling": health_polling.as_json(),
     }
@@ -206,7 +229,10 @@ async def _measure(
             health.rate,
             ceiling,
             (Target(">=", TARGET_RATIO, of="ratio"),),
-            note=f"{CONNECTIONS} connections, 4 groupBy in turn",
+            note=f"{CONNECTIONS} connections, 4 groupBy in turn; CPU per request: API"
+            f" {cpu['summary, saturated'].get('api_cpu_us_per_request')} µs (/health"
+            f" {cpu['health, saturated'].get('api_cpu_us_per_request')} µs), Redis"
+            f" {cpu['summary, saturated'].get('redis_cpu_us_per_request')} µs",
         )
     )
     for name, value, ceiling_value in (

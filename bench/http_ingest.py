@@ -49,6 +49,7 @@ from bench.report import (
     machine_busy_seconds,
     make_console,
     percentile,
+    stack_cpu_seconds,
 )
 from cli.synthetic import SyntheticEvents, make_catalog
 from embedded.processes import Process
@@ -223,7 +224,11 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 
 async def measure(
-    report: Report, settings: Any, api: Process, worker_pid: int, args: argparse.Namespace
+    report: Report,
+    settings: Any,
+    api: Process,
+    groups: dict[str, list[int]],
+    args: argparse.Namespace,
 ) -> None:
     now = datetime.now(UTC)
     catalog = make_catalog(0)
@@ -245,10 +250,10 @@ async def measure(
     await producer.start()
     try:
         # 1. HTTP batches, counted end to end.
-        cpu = _cpu(api.pid, worker_pid)
+        cpu = _cpu(groups)
         http = await http_batches(api.url, key, bodies, args.connections, args.batch)
         counted = await _counted(settings.database_url, args.events, 600)
-        used = _cpu(api.pid, worker_pid, since=cpu)
+        used = _cpu(groups, since=cpu, per=args.events)
         seconds = counted - http["started"]
         rate = args.events / seconds
         report.details["http_batches"] = {
@@ -262,10 +267,10 @@ async def measure(
         }
 
         # 2. The Kafka producer path, same events count and batches.
-        cpu = _cpu(api.pid, worker_pid)
+        cpu = _cpu(groups)
         kafka = await kafka_batches(producer, settings.topic, batches, args.connections)
         counted = await _counted(settings.database_url, 2 * args.events, 600)
-        used = _cpu(api.pid, worker_pid, since=cpu)
+        used = _cpu(groups, since=cpu, per=args.events)
         kafka_seconds = counted - kafka["started"]
         kafka_rate = args.events / kafka_seconds
         report.details["kafka_batches"] = {
@@ -304,14 +309,14 @@ async def measure(
         # 3. Single-event POSTs, open loop.
         pool = ConnectionPool(api.url, key)
         single_bodies = [orjson.dumps(e) for e in single[: args.count]]
-        cpu = _cpu(api.pid, worker_pid)
+        cpu = _cpu(groups)
         try:
             http_single = await open_loop(
                 lambda i: pool.post(single_bodies[i]), args.count, args.rate
             )
         finally:
             pool.close()
-        used = _cpu(api.pid, worker_pid, since=cpu)
+        used = _cpu(groups, since=cpu, per=args.count)
         report.details["http_single"] = {
             "requests": args.count,
             "rate": args.rate,
@@ -349,21 +354,27 @@ async def measure(
         await producer.stop()
 
 
-def _cpu(api_pid: int, worker_pid: int, since: dict[str, float] | None = None) -> dict[str, float]:
-    now = {
-        "api": cpu_seconds(api_pid),
-        "worker": cpu_seconds(worker_pid),
-        "machine": machine_busy_seconds(),
-        "wall": time.perf_counter(),
-    }
+def _cpu(
+    groups: dict[str, list[int]], since: dict[str, float] | None = None, per: int = 1
+) -> dict[str, Any]:
+    """CPU seconds so far of each process group (the API, the worker, each server) and of
+    this process alone (``load``: its servers and services are its children, counted in their
+    groups); with ``since``, what each used in between, also per event (``per``)."""
+    now: dict[str, float] = dict(stack_cpu_seconds(groups))
+    now["load"] = cpu_seconds("self")
+    now["machine"] = machine_busy_seconds()
+    now["wall"] = time.perf_counter()
     if since is None:
         return now
-    wall = now["wall"] - since["wall"]
+    used = {name: now[name] - since[name] for name in [*groups, "load"]}
     return {
-        "api_cpu_s": round(now["api"] - since["api"], 2),
-        "worker_cpu_s": round(now["worker"] - since["worker"], 2),
-        "machine_cores_busy": round((now["machine"] - since["machine"]) / wall, 2),
-        "api": now["api"] - since["api"],
+        "api_cpu_s": round(used["api"], 2),
+        "worker_cpu_s": round(used["worker"], 2),
+        "machine_cores_busy": round(
+            (now["machine"] - since["machine"]) / (now["wall"] - since["wall"]), 2
+        ),
+        "cpu_us_per_event": {name: round(v / per * 1e6, 1) for name, v in used.items()},
+        "api": used["api"],
     }
 
 
@@ -401,7 +412,12 @@ async def run(args: argparse.Namespace) -> Report:
                 )
                 with services.worker(settings, work / "logs") as worker:
                     async with services.api(settings, work / "logs") as api:
-                        await measure(report, settings, api, worker.pid, args)
+                        groups: dict[str, list[int]] = {
+                            "api": [api.pid],
+                            "worker": [worker.pid],
+                            **services.server_pids(srv),
+                        }
+                        await measure(report, settings, api, groups, args)
                     if not worker.running:
                         raise RuntimeError(f"the worker died:\n{worker.log_tail()}")
     return report

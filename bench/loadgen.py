@@ -150,6 +150,10 @@ async def _client(
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = offset
+    if delay:
+        # Paced clients start spread over one pause: started together, the 100 first requests
+        # queue behind each other and that one burst was the whole p99 of a paced run.
+        await asyncio.sleep(random.uniform(0, delay))
     try:
         while time.perf_counter() < deadline:
             began = time.perf_counter()

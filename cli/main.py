@@ -413,6 +413,7 @@ def rebuild() -> None:
     """Recount every bucket from the raw history, then resync Redis from Postgres."""
     from redis.asyncio import Redis
 
+    from streams.rebuild import HistoryIncomplete
     from streams.rebuild import rebuild as rebuild_all
     from streams.redis_sink import RedisSink
 
@@ -422,12 +423,53 @@ def rebuild() -> None:
         redis = Redis.from_url(settings.redis_url)
         try:
             return await rebuild_all(pool, RedisSink(redis, settings.redis_prefix))
+        except HistoryIncomplete as exc:
+            errors.print(str(exc))
+            raise typer.Exit(1) from None
         finally:
             await redis.aclose()
 
     with console.status("Rebuilding buckets from history..."):
         rows = _with_pool(run, settings)
     console.print(f"rebuilt {rows:,} bucket rows; Redis resynced")
+
+
+@app.command()
+def retention() -> None:
+    """Create the next months' history partitions and apply the retention settings now (the
+    worker does it every INTERACTION_SUMMARY_RETENTION_CHECK_SECONDS)."""
+    from datetime import UTC, datetime
+
+    from streams.retention import RetentionRun, run_retention
+
+    settings = get_settings()
+
+    async def run(pool: asyncpg.Pool) -> RetentionRun | None:
+        async with pool.acquire() as conn:
+            return await run_retention(
+                conn,
+                datetime.now(UTC),
+                settings.retention_history_days,
+                settings.retention_bucket_days,
+                settings.retention_distinct_days,
+            )
+
+    done = _with_pool(run, settings)
+    if done is None:
+        console.print("a worker is applying retention right now; nothing done")
+        return
+    h = done.horizons
+    console.print(
+        f"kept: history from {h.history_from or 'the start'}, daily buckets from"
+        f" {h.buckets_from or 'the start'}, distinct tags from {h.distinct_from or 'the start'}"
+    )
+    console.print(
+        f"partitions created {', '.join(done.partitions_created) or '-'};"
+        f" dropped {', '.join(done.partitions_dropped) or '-'};"
+        f" {done.history_rows_deleted:,} history rows, {done.fence_rows_deleted:,} fence rows"
+        f" and {done.buckets_deleted:,} daily buckets"
+        f" deleted; {done.pairs_pruned:,} distinct pairs lost old tags"
+    )
 
 
 def _cli_actor() -> dict[str, str]:

@@ -9,6 +9,8 @@ from limits import parse_many
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.retention import MIN_RETENTION_DAYS
+
 
 class Settings(BaseSettings):
     """Runtime configuration.
@@ -49,6 +51,15 @@ class Settings(BaseSettings):
     redis_reconcile_seconds: float = Field(10.0, ge=0, description="0 disables reconciliation")
     redis_reconcile_groups: int = Field(100, ge=1)
     future_tolerance_seconds: int = Field(300, ge=0)
+    # Most bytes one fetch brings per partition (at least the largest message); Faust's own
+    # buffer is bounded by a count only (docs/performance.md, "Memory").
+    consumer_max_fetch_bytes: int = Field(1024 * 1024, ge=1024)
+    # Retention (core/retention.py, docs/operations.md "Retention"): days of raw history and
+    # event-id fence, of daily buckets, of distinct-item tags; 0 keeps everything (default).
+    retention_history_days: int = Field(0, ge=0)
+    retention_bucket_days: int = Field(0, ge=0)
+    retention_distinct_days: int = Field(0, ge=0)
+    retention_check_seconds: float = Field(3600.0, gt=0)
 
     worker_metrics_port: int = Field(9108, ge=0, description="0 disables the worker's /metrics")
     worker_metrics_host: str = "127.0.0.1"
@@ -85,6 +96,16 @@ class Settings(BaseSettings):
                     f"{value!r} is not a rate limit: write e.g. '100/second;3000/minute',"
                     " or nothing for no limit"
                 ) from None
+        return value
+
+    @field_validator("retention_history_days", "retention_bucket_days", "retention_distinct_days")
+    @classmethod
+    def _retention_keeps_the_current_month(cls, value: int) -> int:
+        if 0 < value < MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"{value} days would drop part of the current month: use 0 (keep everything)"
+                f" or at least {MIN_RETENTION_DAYS}"
+            )
         return value
 
     # HTTP ingestion (api/ingest.py). 1,000 events of the contract's largest form fit in

@@ -128,6 +128,10 @@ async def check_schema(conn: Connection) -> None:
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """asyncpg's reset hook, doing nothing (``create_pool(reset_sessions=False)``)."""
+
+
 class BoundedPool(asyncpg.Pool):
     """A pool whose ``acquire`` waits at most ``acquire_timeout`` seconds by default.
 
@@ -151,6 +155,7 @@ async def create_pool(
     run_migrations: bool = True,
     statement_timeout: float | None = None,
     acquire_timeout: float | None = None,
+    reset_sessions: bool = True,
 ) -> asyncpg.Pool:
     """A pool whose connections are ready for this service.
 
@@ -183,6 +188,7 @@ async def create_pool(
         timeout=connect_timeout,
         command_timeout=command_timeout,
         server_settings=server_settings,
+        reset=None if reset_sessions else _keep_session,
     )
     pool.acquire_timeout = acquire_timeout
     await pool

@@ -77,6 +77,14 @@ PERIOD_START_SQL: dict[Period, str] = {
     Period.ALLTIME: "'-infinity'::date",
 }
 
+# ``next_bucket_start`` in SQL: ``{start}`` is a bucket's first day; NULL where Python has None.
+PERIOD_END_SQL: dict[Period, str] = {
+    Period.DAILY: "CASE WHEN {start} < DATE '9999-12-31' THEN {start} + 1 END",
+    Period.WEEKLY: "CASE WHEN {start} <= DATE '9999-12-24' THEN {start} + 7 END",
+    Period.MONTHLY: "CASE WHEN {start} < DATE '9999-12-01' THEN ({start} + interval '1 month')::date END",
+    Period.ALLTIME: "NULL::date",
+}
+
 # The UTC day of a timestamptz expression ``{ts}``. asyncpg writes the first and last
 # instants of the calendar (datetime.min, datetime.max) as -infinity and infinity.
 UTC_DAY_SQL = (

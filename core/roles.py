@@ -14,7 +14,7 @@ import asyncpg
 # Tables the API reads and never writes.
 API_READS = (
     "schema_migrations", "interaction_bucket", "distinct_seen", "interaction_history",
-    "interaction_bucket_outcome", "redis_mirror",
+    "interaction_bucket_outcome", "redis_mirror", "retention_horizon",
 )  # fmt: skip
 # Tables the API writes: keys (POST/DELETE /api/v1/keys), the catalog (PUT /api/v1/catalog)
 # and the outcome types (/api/v1/outcome-types).

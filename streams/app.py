@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.sensors import Monitor
 from mode.utils.logging import ExtensionFormatter
 from prometheus_client import start_http_server
@@ -22,7 +23,12 @@ from core.db import create_pool
 from core.logs import JsonFormatter, logging_config
 from streams import dead_letters as dlq
 from streams.exits import EXIT_CONFIG, stop_worker
-from streams.metrics import CONSUMER_LAG, LOG_REWOUND
+from streams.metrics import (
+    CONSUMER_LAG,
+    LOG_REWOUND,
+    RETENTION_EVENTS_FROM,
+    RETENTION_RUNS,
+)
 from streams.pipeline import (
     BatchProcessor,
     DeadLetter,
@@ -32,6 +38,7 @@ from streams.pipeline import (
 )
 from streams.positions import went_backwards
 from streams.redis_sink import RedisSink
+from streams.retention import run_retention
 from streams.topics import service_topics
 
 log = logging.getLogger(__name__)
@@ -77,7 +84,9 @@ def create_app(settings: Settings) -> faust.App:
         Monitor=LeanMonitor,
         datadir=str(settings.worker_data_dir),
         producer_max_request_size=4 * 1024 * 1024,
+        # A count, not bytes (docs/performance.md, "Memory").
         stream_buffer_maxsize=settings.batch_max_events * 2,
+        consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.batch_max_events,
         # Tansu holds a group's first JoinGroup for half the session timeout (Faust's default
         # 60 s made every worker start take 30 s); 6 s joins in 3 s. Heartbeats come from the
@@ -230,6 +239,30 @@ async def keep_redis_exact() -> None:
     await processor.keep_redis_exact()
 
 
+@app.task
+async def apply_retention() -> None:
+    """Every ``retention_check_seconds``: the next months' history partitions, and retention
+    (streams/retention.py; one worker at a time, the others skip their turn)."""
+    processor = await _Worker.get()
+    while True:
+        try:
+            async with processor.pool.acquire() as conn:
+                run = await run_retention(
+                    conn,
+                    datetime.now(UTC),
+                    settings.retention_history_days,
+                    settings.retention_bucket_days,
+                    settings.retention_distinct_days,
+                )
+            if run is not None:
+                RETENTION_RUNS.inc()
+                since = run.horizons.events_from
+                RETENTION_EVENTS_FROM.set(since.timestamp() if since else 0)
+        except Exception as exc:  # the next turn tries again; counting goes on meanwhile
+            log.warning("retention run failed error=%r", exc)
+        await asyncio.sleep(settings.retention_check_seconds)
+
+
 # Partition -> when it was last read again from the start (time.monotonic()).
 _rewound_at: dict[Any, float] = {}
 
@@ -281,7 +314,10 @@ async def report_consumer_lag() -> None:
         committed, last_read = consumer._committed_offset.get(tp), consumer._read_offset.get(tp)
         if went_backwards(highwater, committed, last_read):
             await _rewind(consumer, tp, highwater)
-        position = await consumer.position(tp)
+        try:
+            position = await consumer.position(tp)
+        except IllegalStateError:  # revoked by a rebalance since assignment() was read
+            continue
         if position is not None and highwater is not None:
             lag = max(highwater - position, 0)
             CONSUMER_LAG.labels(str(tp.partition)).set(lag)

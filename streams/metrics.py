@@ -69,12 +69,21 @@ RECONCILE_MISMATCHES = Counter(
     "Sampled groups whose Redis counters differ from Postgres (each triggers a resync)",
 )
 
+RETENTION_RUNS = Counter(
+    "interactions_retention_runs_total", "Retention runs done (streams/retention.py)"
+)
+RETENTION_EVENTS_FROM = Gauge(
+    "interactions_retention_events_from_timestamp_seconds",
+    "Unix time before which events are not counted (retention); 0: everything is kept",
+)
+
 _FIELD = re.compile(r"^field '(\w{1,32})'")
 _SQLSTATE = re.compile(r"^postgres refused the event \(([0-9A-Z]{5})\)")
 _PREFIXES = (
     ("empty message", "empty"),
     ("not JSON", "not_json"),
     ("not a JSON object", "not_object"),
+    ("older than the retention", "beyond_retention"),
 )
 
 

@@ -234,6 +234,23 @@ def split_with_sources(
     return accepted, rejected
 
 
+def expired_letters(
+    accepted: Sequence[tuple[Interaction, RawMessage]], written: WrittenBatch
+) -> list[DeadLetter]:
+    """Dead letters for the messages of the events retention no longer counts (pure)."""
+    ids = {(e.tenant_id, e.id) for e in written.expired}
+    since = written.events_from.isoformat() if written.events_from else "?"
+    return [
+        DeadLetter(
+            message,
+            f"older than the retention: timestamp {event.timestamp.isoformat()} is before"
+            f" {since}, the oldest instant whose buckets, history and event ids are kept",
+        )
+        for event, message in accepted
+        if (event.tenant_id, event.id) in ids
+    ]
+
+
 class BatchProcessor:
     """Takes raw batches to Postgres (exactly once) and Redis (mirrored, fenced)."""
 
@@ -258,6 +275,10 @@ class BatchProcessor:
         self._random = random.Random()
         self._mirroring: set[asyncio.Task[None]] = set()
         self._shards = own_shards(COMMIT_LANES)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
 
     async def run(
         self,
@@ -346,7 +367,7 @@ class BatchProcessor:
         cannot store), find it by halving the batch, dead-letter it with Postgres's reason and
         count the rest. Parts counted while bisecting are mirrored here: None is returned."""
         try:
-            return await self._commit([event for event, _ in accepted], shard)
+            written = await self._commit([event for event, _ in accepted], shard)
         except Exception as exc:
             if postgres_error_kind(exc) != "event":
                 raise
@@ -361,11 +382,15 @@ class BatchProcessor:
                 )
                 await self._dead_letter([DeadLetter(message, postgres_reason(exc))])
                 return None
+        else:
+            if written.expired:
+                await self._dead_letter(expired_letters(accepted, written))
+            return written
         half = len(accepted) // 2
         for part in (accepted[:half], accepted[half:]):
-            written = await self._commit_isolating(part, shard)
-            if written is not None:
-                await self.mirror(written)
+            counted = await self._commit_isolating(part, shard)
+            if counted is not None:
+                await self.mirror(counted)
         return None
 
     async def _commit(self, events: Sequence[Interaction], shard: int) -> WrittenBatch:

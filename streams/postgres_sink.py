@@ -1,8 +1,9 @@
 """Counts one batch in Postgres with one statement in one transaction.
 
 The statement takes the batch's events once, as columns, and does everything else itself:
-- the history insert (primary key (tenant, event id)) decides which events are new: the
-  exactly-once fence; a batch replayed after a crash finds its events present and adds nothing;
+- the fence insert (``event_seen``, primary key (tenant, event id)) decides which events are
+  new: the exactly-once fence; a batch replayed after a crash finds its events present and adds
+  nothing; only the new events go to the history (partitioned by month, migration 0008);
 - the new events' deltas are aggregated per (dimension, group, period bucket);
 - each (customer, action) and (channel, treatment) pair adds the tags of its buckets to
   ``distinct_seen``; the tags it adds are the new distinct items of those buckets;
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -87,16 +88,21 @@ WITH batch AS (
                 $6::text[], $7::text[], $8::text[], $9::text[])
         AS u(tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type,
              direction)
-), new AS (
-    INSERT INTO interaction_history
-        (tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type,
-         direction)
-    SELECT * FROM batch AS b
+), fenced AS (
+    -- The exactly-once fence (migration 0008): the ids this insert returns are new.
+    INSERT INTO event_seen (tenant_id, event_id, ts)
+    SELECT tenant_id, event_id, ts FROM batch AS b
     -- erased events were seen: republished, they count as duplicates (streams/erasure.py)
     WHERE NOT EXISTS (SELECT 1 FROM erased_event AS x
                       WHERE x.tenant_id = b.tenant_id AND x.event_id = b.event_id)
     ORDER BY tenant_id, event_id
     ON CONFLICT (tenant_id, event_id) DO NOTHING
+    RETURNING tenant_id, event_id
+), new AS (
+    INSERT INTO interaction_history
+        (tenant_id, event_id, ts, customer_id, action_id, treatment_id, channel_id, type,
+         direction)
+    SELECT b.* FROM batch AS b JOIN fenced AS f USING (tenant_id, event_id)
     RETURNING tenant_id, {UTC_DAY_SQL.format(ts="ts")} AS day, customer_id, action_id,
               treatment_id, channel_id, type
 ), by_day AS (
@@ -200,14 +206,19 @@ FROM (VALUES (1)) AS one LEFT JOIN outbox AS o ON true
 
 WRITE_BATCH = _write_batch_sql()
 
-# Batches count under this advisory lock taken shared; an erasure takes it exclusive, so it
-# sees no batch half-counted and no batch sees it half-done (streams/erasure.py). Taken by a
-# statement of its own before WRITE_BATCH: in READ COMMITTED each statement takes a new
-# snapshot, so WRITE_BATCH then sees everything an erasure committed.
+# Batches count under this advisory lock taken shared; an erasure or a retention run takes it
+# exclusive, so it sees no batch half-counted and no batch sees it half-done
+# (streams/erasure.py, streams/retention.py). Taken by a statement of its own before
+# WRITE_BATCH: in READ COMMITTED each statement takes a new snapshot, so WRITE_BATCH then sees
+# everything an erasure committed. The same statement reads the retention horizon: no event
+# older than it is counted (core/retention.py), and it cannot move while the batch counts.
 COUNTING_LOCK_ID = 0x1A7E_C0DE
 # The same statement gives the transaction the memory its aggregates need: at the default
 # 4 MB the hash aggregates of a 5,000-event batch spilled to temporary files.
-COUNTING_SHARED = "SELECT pg_advisory_xact_lock_shared($1), set_config('work_mem', $2, true)"
+COUNTING_SHARED = """
+SELECT pg_advisory_xact_lock_shared($1), (SELECT events_from FROM retention_horizon),
+       set_config('work_mem', $2, true)
+"""
 WRITE_WORK_MEM = "64MB"
 
 
@@ -219,6 +230,9 @@ class WrittenBatch:
     new_events: int
     duplicates: int
     buckets: list[HotBucket]
+    # Events older than the retention horizon: not counted, the caller dead-letters them.
+    expired: list[Interaction] = field(default_factory=list)
+    events_from: datetime | None = None
 
 
 # Shards a worker may write (core/migrations/0002_write_path.sql): more than workers ever run.
@@ -238,10 +252,14 @@ async def write_batch(
 
     ``now`` decides which buckets Redis still keeps (their deltas go to the outbox).
     """
-    unique = unique_by_id(events)
     kept = oldest_kept_starts(now)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(COUNTING_SHARED, COUNTING_LOCK_ID, WRITE_WORK_MEM)
+        locked = await conn.fetchrow(COUNTING_SHARED, COUNTING_LOCK_ID, WRITE_WORK_MEM)
+        events_from: datetime | None = locked[1] if locked is not None else None
+        counted, expired = split_expired(events, events_from)
+        unique = unique_by_id(counted)
+        if not unique:
+            return WrittenBatch(None, 0, len(events) - len(expired), [], expired, events_from)
         rows = await conn.fetch(
             WRITE_BATCH,
             *_history_columns(unique),
@@ -253,7 +271,20 @@ async def write_batch(
     new_events = rows[0]["new_events"]
     buckets = [hot_bucket(row) for row in rows if row["batch_id"] is not None]
     batch_id = rows[0]["batch_id"] if buckets else None
-    return WrittenBatch(batch_id, new_events, len(events) - new_events, buckets)
+    duplicates = len(events) - new_events - len(expired)
+    return WrittenBatch(batch_id, new_events, duplicates, buckets, expired, events_from)
+
+
+def split_expired(
+    events: Sequence[Interaction], events_from: datetime | None
+) -> tuple[list[Interaction], list[Interaction]]:
+    """(events to count, events older than the retention horizon ``events_from``) (pure)."""
+    if events_from is None:
+        return list(events), []
+    kept = [e for e in events if e.timestamp >= events_from]
+    if len(kept) == len(events):
+        return kept, []
+    return kept, [e for e in events if e.timestamp < events_from]
 
 
 def _history_columns(events: Sequence[Interaction]) -> list[list[object]]:

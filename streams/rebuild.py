@@ -90,9 +90,31 @@ REBUILD_STATEMENTS = (
 )
 
 
+# Where retention cut the history (a schema before 0008, as older-schema tests recount, has
+# no retention).
+_RETENTION_EXISTS = "SELECT to_regclass('retention_horizon') IS NOT NULL"
+_HISTORY_DROPPED = "SELECT history_from FROM retention_horizon"
+
+
+class HistoryIncomplete(RuntimeError):
+    """Retention has dropped history: a recount from what is left would lose counts."""
+
+
 async def rebuild_postgres(pool: asyncpg.Pool) -> int:
-    """Recount every bucket from history; returns the number of bucket rows."""
+    """Recount every bucket from history; returns the number of bucket rows.
+
+    Refuses (HistoryIncomplete) once retention has dropped history: the all-time buckets
+    hold events the history no longer has, and a recount would lose them.
+    """
     async with pool.acquire() as conn, conn.transaction():
+        exists = await conn.fetchval(_RETENTION_EXISTS)
+        dropped = await conn.fetchval(_HISTORY_DROPPED) if exists else None
+        if dropped is not None:
+            raise HistoryIncomplete(
+                f"retention has dropped the history before {dropped.isoformat()}"
+                " (INTERACTION_SUMMARY_RETENTION_HISTORY_DAYS): a rebuild from the history left"
+                " would lose the all-time counts of everything older; refusing"
+            )
         for statement in REBUILD_STATEMENTS:
             await conn.execute(statement)
         count: int = await conn.fetchval("SELECT count(*) FROM interaction_bucket")

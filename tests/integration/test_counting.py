@@ -76,7 +76,10 @@ async def _write_in_turn(dsn: str, batches: list[list[Interaction]]) -> list[Wri
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     assert pool is not None
     try:
-        for table in ("interaction_history", "interaction_bucket", "distinct_seen", "redis_outbox"):
+        for table in (
+            "interaction_history", "event_seen", "interaction_bucket", "distinct_seen",
+            "redis_outbox",
+        ):  # fmt: skip
             await pool.execute(f"DELETE FROM {table}")
         # alternate shards, as batches of two workers would: a bucket is the sum of its shards
         return [

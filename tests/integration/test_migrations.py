@@ -4,7 +4,8 @@ answers exactly the numbers it answered before, then goes on counting."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
@@ -13,13 +14,16 @@ from core.db import migrate, migration_files
 from core.periods import STORED_PERIODS
 from core.schema import COUNTER_COLUMNS, STATUSES, TYPE_KEY_PATTERN, Category, Classification
 from streams import outbox
+from streams.events import Interaction
+from streams.postgres_sink import write_batch
+from streams.retention import run_retention
 from tests.conftest import MakeSettings
 from tests.integration import schema1
 from tests.integration.api_oracle import ApiClient, Recount, assert_api_matches_recount
 from tests.integration.credentials import make_keys
 from tests.integration.stores import postgres_buckets, postgres_outcomes, wait_for_exact_stores
 from tests.integration.traffic import CUSTOM_TYPES, custom_traffic, make_traffic
-from tests.recount import distinct_events, expected_buckets, expected_outcomes
+from tests.recount import Event, distinct_events, expected_buckets, expected_outcomes
 from tests.support import produce
 
 
@@ -153,3 +157,81 @@ async def test_the_migrations_agree_with_core_schema(empty_database: str) -> Non
     stored = {p.value for p in STORED_PERIODS}
     assert _quoted(checks["interaction_bucket_period_check"]) == stored
     assert _quoted(checks["interaction_bucket_outcome_period_check"]) == stored
+
+
+async def test_a_schema7_history_becomes_the_first_partition_and_its_ids_stay_fenced(
+    empty_database: str,
+) -> None:
+    """0008: the history table is attached as the first partition (no copy), its ids fill
+    the fence; every number stays; an old id published again is not counted, a new one is;
+    a retention run long after drops the old partition whole and nothing else."""
+    dsn = empty_database
+    traffic = make_traffic(2000, seed=81, tenants=("default", "acme"))
+    events = distinct_events(traffic.valid)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, up_to=1)
+        await schema1.fill(conn, events)
+        await migrate(conn, up_to=7)
+        before = await postgres_buckets(dsn)
+        assert before == expected_buckets(events)
+        assert await migrate(conn) == ["0008_retention.sql"]
+        assert await postgres_buckets(dsn) == before
+        assert await conn.fetchval("SELECT count(*) FROM interaction_history") == len(events)
+        assert await conn.fetchval("SELECT count(*) FROM event_seen") == len(events)
+        partitions = await conn.fetch(
+            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'interaction_history'::regclass ORDER BY 1"
+        )
+        assert [r[0] for r in partitions] == [
+            "interaction_history_default",
+            "interaction_history_legacy",
+        ]
+    finally:
+        await conn.close()
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        old = [_interaction(e) for e in events[:300]]
+        fresh = [replace(e, id="after-0008-" + e.id) for e in old[:100]]
+        written = await write_batch(pool, old + fresh, datetime.now(UTC))
+        assert (written.new_events, written.duplicates) == (len(fresh), len(old))
+        counted = events + [replace(e, id="after-0008-" + e.id) for e in events[:100]]
+        assert await postgres_buckets(dsn) == expected_buckets(counted)
+
+        # 35 days kept, 25 days from now (the events span the last 45 days): the legacy
+        # partition holds this month too, so it stays and loses its rows before the first of
+        # the cutoff's month (as a month would be dropped)
+        now = datetime.now(UTC) + timedelta(days=25)
+        cut = (now - timedelta(days=35)).date().replace(day=1)
+        history_from = datetime(cut.year, cut.month, 1, tzinfo=UTC)
+        async with pool.acquire() as conn:
+            first = run = await run_retention(conn, now, 35, 0, 0)
+            assert run is not None and run.partitions_dropped == []
+            kept = sorted((e.tenant, e.id) for e in counted if e.ts >= history_from)
+            assert 0 < len(kept) < len(counted)
+            assert run.history_rows_deleted == len(counted) - len(kept)
+            history = await conn.fetch("SELECT tenant_id, event_id FROM interaction_history")
+            fence = await conn.fetch("SELECT tenant_id, event_id FROM event_seen")
+            assert sorted(map(tuple, history)) == sorted(map(tuple, fence)) == kept
+
+        later = datetime.now(UTC) + timedelta(days=400)
+        async with pool.acquire() as conn:
+            run = await run_retention(conn, later, 100, 0, 0)
+            assert run is not None
+            # the legacy partition and the (empty) months the first run created ahead
+            assert first is not None
+            created = set(first.partitions_created)
+            assert set(run.partitions_dropped) == {"interaction_history_legacy"} | created
+            assert run.fence_rows_deleted == len(kept)
+            assert await conn.fetchval("SELECT count(*) FROM interaction_history") == 0
+        alltime = {k: v for k, v in expected_buckets(counted).items() if k[2] == "alltime"}
+        kept = {k: v for k, v in (await postgres_buckets(dsn)).items() if k[2] == "alltime"}
+        assert kept == alltime  # all-time buckets outlive the history
+    finally:
+        await pool.close()
+
+
+def _interaction(e: Event) -> Interaction:
+    return Interaction(e.id, e.tenant, e.ts, e.customer, e.action, e.treatment, e.channel, e.type)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from api.access import loggable_path
-from api.limits import RateLimits, parse_limits
+from api.limits import RateLimits, SweptInline, parse_limits
 from core.roles import api_grants
 
 
@@ -24,6 +27,27 @@ def test_a_producer_key_spends_its_own_budget_not_the_dashboard_one() -> None:
     assert limits.check_key("isk_ppppp", producer=True) is not None
     assert [limits.check_key("isk_vvvvv") for _ in range(2)] == [None, None]
     assert limits.check_key("isk_vvvvv") is not None
+
+
+def test_counting_starts_no_thread_and_expired_keys_are_swept_inline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits = RateLimits("1000/second", "1000/second")
+    started: list[threading.Thread] = []
+    monkeypatch.setattr(threading.Timer, "start", lambda self: started.append(self))
+    monkeypatch.setattr(SweptInline, "SWEEP_SECONDS", 0.0)  # sweep on every count
+    for _round in range(3):  # the library's own timer is restarted 10 ms after the last one
+        for _ in range(10):
+            assert limits.check_address("10.0.0.1") is None
+            assert limits.check_key("isk_aaaaaa") is None
+        time.sleep(0.015)  # pacing the counts past the library's timer, not synchronizing
+    assert started == []
+    storage = limits._limiter.storage
+    assert isinstance(storage, SweptInline) and storage.storage
+    for key in storage.expirations:
+        storage.expirations[key] = 0.0  # every window over
+    limits.check_address("10.0.0.2")  # a count sweeps: only the new address's keys are left
+    assert storage.storage and all("10.0.0.2" in key for key in storage.storage)
 
 
 @pytest.mark.parametrize("text", ["100 per banana", "fast", "1/"])

@@ -8,7 +8,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from api.metrics import RequestMetrics
+from api.access import RequestLog
 
 
 def _requests(path: str, status: str) -> float:
@@ -18,7 +18,7 @@ def _requests(path: str, status: str) -> float:
 
 async def test_a_path_with_an_id_counts_under_its_route_and_an_unknown_path_under_other() -> None:
     app = Starlette(routes=[Route("/things/{thing_id}", lambda _: PlainTextResponse("ok"))])
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestLog)
     before_route = _requests("/things/{thing_id}", "200")
     before_other = _requests("other", "404")
     transport = httpx.ASGITransport(app=app)

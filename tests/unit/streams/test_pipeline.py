@@ -10,14 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import Rejected, parse_event
+from streams.events import Interaction, Rejected, parse_event
 from streams.pipeline import (
     DeadLetter,
     RawMessage,
+    expired_letters,
     postgres_error_kind,
     postgres_reason,
     split_batch,
 )
+from streams.postgres_sink import WrittenBatch, split_expired
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 TOLERANCE = timedelta(minutes=5)
@@ -177,4 +179,39 @@ def test_the_reason_of_a_refused_event_carries_the_sqlstate_and_message() -> Non
     assert postgres_reason(error) == (
         'postgres refused the event (23514): new row for relation "interaction_history"'
         ' violates check constraint "c13"'
+    )
+
+
+# ------------------------------------------------------------- retention horizon (pure)
+
+HORIZON = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _event(event_id: str, ts: datetime, tenant: str = "default") -> Interaction:
+    return Interaction(event_id, tenant, ts, "C", "A", None, None, "click")
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(-3, 3)), max_size=40))
+def test_events_older_than_the_horizon_are_split_off_and_the_rest_kept_in_order(
+    draws: list[tuple[int, int]],
+) -> None:
+    events = [_event(f"e{i}", HORIZON + timedelta(seconds=s)) for i, s in draws]
+    kept, expired = split_expired(events, HORIZON)
+    assert kept == [e for e in events if e.timestamp >= HORIZON]
+    assert expired == [e for e in events if e.timestamp < HORIZON]
+    assert split_expired(events, None) == (events, [])
+
+
+def test_every_copy_of_an_expired_event_is_dead_lettered_with_the_horizon() -> None:
+    old, kept = _event("old", HORIZON - timedelta(seconds=1)), _event("kept", HORIZON)
+    same_id_other_tenant = _event("old", HORIZON, tenant="acme")
+    sources = [message(value(f"m{i}"), i) for i in range(4)]
+    accepted = list(zip([old, kept, old, same_id_other_tenant], sources, strict=True))
+    written = WrittenBatch(None, 1, 0, [], [old], HORIZON)
+    letters = expired_letters(accepted, written)
+    assert [letter.message for letter in letters] == [sources[0], sources[2]]
+    assert letters[0].reason == (
+        "older than the retention: timestamp 2025-12-31T23:59:59+00:00 is before"
+        " 2026-01-01T00:00:00+00:00, the oldest instant whose buckets, history and event ids"
+        " are kept"
     )
