@@ -161,12 +161,14 @@ async def run(
                     auth = f"Bearer {key}"
                     paths = _paths()
                     report.details["answers"] = await _check_answers(api.url, auth, paths)
-                    report.details["rss_mb_before_load"] = round(peak_rss_mb(api.pid), 1)
+                    report.details["rss_mb_before_load"] = round(
+                        peak_rss_mb(services.pid_of(api)), 1
+                    )
                     redis = services.server_pids(srv)["redis"]
                     await _measure(
                         report, api, redis, auth, paths, seconds, pause_ms, tool, profile
                     )
-                    report.details["api_peak_rss_mb"] = round(peak_rss_mb(api.pid), 1)
+                    report.details["api_peak_rss_mb"] = round(peak_rss_mb(services.pid_of(api)), 1)
     rss = report.details["api_peak_rss_mb"]
     report.add(Figure("API peak RSS (5b)", rss, "MB", targets=(Target("<", TARGET_RSS_MB),)))
     return report
@@ -186,7 +188,10 @@ async def _measure(
     cpu: dict[str, dict[str, float]] = {}
 
     def used() -> dict[str, float]:
-        return {"api": cpu_seconds(api.pid), "redis": sum(cpu_seconds(p) for p in redis)}
+        return {
+            "api": cpu_seconds(services.pid_of(api)),
+            "redis": sum(cpu_seconds(p) for p in redis),
+        }
 
     async def load(what: str, urls: list[str], delay_ms: float = 0.0) -> loadgen.Load:
         before = used()
@@ -205,7 +210,7 @@ async def _measure(
         return result
 
     await loadgen.run(api.url, paths, auth, connections=CONNECTIONS, seconds=3, tool=tool)
-    spy = _profile(api.pid, seconds) if profile else None
+    spy = _profile(services.pid_of(api), seconds) if profile else None
     summary = await load("summary, saturated", paths)
     if spy is not None:
         spy.wait()

@@ -172,7 +172,7 @@ async def run(
                         **await _check(api.url, auth, summaries),
                         **{k: v for k, v in (await _check(api.url, auth, histories)).items() if v},
                     }
-                    pids = {"api": [api.pid], "postgres": postgres}
+                    pids = {"api": [services.pid_of(api)], "postgres": postgres}
                     await _measure(
                         report, api.url, auth, summaries, histories, pids, seconds, tool,
                         api.log_path,

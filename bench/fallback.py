@@ -177,7 +177,7 @@ async def run(rows: int, repeat: int, smoke: bool) -> Report:
                                 case = await _case(pool, http, group_by, window, rng, repeat)
                             cases.append(case)
                             _figures(report, case)
-                    report.details["api_peak_rss_mb"] = round(peak_rss_mb(api.pid), 1)
+                    report.details["api_peak_rss_mb"] = round(peak_rss_mb(services.pid_of(api)), 1)
                 await pool.close()
                 report.details["cases"] = cases
     return report

@@ -53,7 +53,7 @@ from bench.report import (
 )
 from cli.synthetic import make_catalog
 from core.config import Settings
-from embedded.processes import Process
+from embedded.processes import Process, service_env
 
 TENANT = "freshness"
 MARKERS_PER_SECOND = 20
@@ -155,7 +155,7 @@ async def _background(settings: Settings, rate: float, count: int, log_dir: Path
     argv = ["-m", "cli", "produce", "--rate", str(rate), "--count", str(count), "--seed", "1"]
     return await asyncio.create_subprocess_exec(
         sys.executable, *argv, "--quiet",
-        env=services.service_env(settings), stdout=log, stderr=log,
+        env=service_env(settings), stdout=log, stderr=log,
     )  # fmt: skip
 
 
@@ -237,11 +237,15 @@ async def run(
                 with services.worker(settings, work / "logs") as worker:
                     async with services.api(settings, work / "logs") as api:
                         await _measure(
-                            report, settings, api, worker.pid, server_pids, key, rate, seconds,
+                            report, settings, api, services.pid_of(worker), server_pids, key, rate, seconds,
                             idle_seconds, poll_ms, work,
                         )  # fmt: skip
-                        report.details["api_peak_rss_mb"] = round(peak_rss_mb(api.pid), 1)
-                    report.details["worker_peak_rss_mb"] = round(peak_rss_mb(worker.pid), 1)
+                        report.details["api_peak_rss_mb"] = round(
+                            peak_rss_mb(services.pid_of(api)), 1
+                        )
+                    report.details["worker_peak_rss_mb"] = round(
+                        peak_rss_mb(services.pid_of(worker)), 1
+                    )
                     if not worker.running:
                         raise RuntimeError(f"the worker died:\n{worker.log_tail()}")
     offered = report.details["offered"]
@@ -311,7 +315,7 @@ async def _measure(
                 window_start = await _db_now(settings)
                 pids = {
                     "worker": [worker_pid],
-                    "api": [api.pid],
+                    "api": [services.pid_of(api)],
                     "producer": [background.pid],
                     **servers,
                 }

@@ -83,8 +83,9 @@ class Connection:
             if self._writer is None:
                 self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
             assert self._reader is not None
+            reader: asyncio.StreamReader = self._reader
             self._writer.write(request)
-            line = await self._reader.readline()
+            line = await reader.readline()
             if line:
                 break
             # The server closed the connection while it was idle (keep-alive timeout): the
@@ -92,10 +93,10 @@ class Connection:
             self.close()
         status = int(line.split()[1])
         length = 0
-        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+        while (line := await reader.readline()) not in (b"\r\n", b""):
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
-        return status, await self._reader.readexactly(length)
+        return status, await reader.readexactly(length)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -402,7 +403,7 @@ async def run(args: argparse.Namespace) -> Report:
             # One producer key sends 200 single POSTs a second and batches as fast as it can:
             # the per-key and per-address request budgets (issue 14) must not be what is
             # measured. (Settings ignore the names where those budgets do not exist yet.)
-            unlimited = {
+            unlimited: dict[str, Any] = {
                 "api_rate_limit_per_key": "100000/second",
                 "api_rate_limit_per_address": "100000/second",
             }
@@ -413,8 +414,8 @@ async def run(args: argparse.Namespace) -> Report:
                 with services.worker(settings, work / "logs") as worker:
                     async with services.api(settings, work / "logs") as api:
                         groups: dict[str, list[int]] = {
-                            "api": [api.pid],
-                            "worker": [worker.pid],
+                            "api": [services.pid_of(api)],
+                            "worker": [services.pid_of(worker)],
                             **services.server_pids(srv),
                         }
                         await measure(report, settings, api, groups, args)

@@ -603,11 +603,18 @@ async def _api_totals(redis_api: str, postgres_api: str, key: str, events: int) 
     }
 
 
-async def _alltime_total(http: httpx.AsyncClient, base: str, deadline: float) -> tuple[int, set]:
+async def _alltime_total(
+    http: httpx.AsyncClient, base: str, deadline: float
+) -> tuple[int, set[str]]:
     """Sum of every action's all-time total, paging; waits for the API to answer at all."""
-    total, sources, offset = 0, set(), 0
+    total, sources, offset = 0, set[str](), 0
     while True:
-        params = {"groupBy": "action", "days": 36_500, "limit": 500, "offset": offset}
+        params: dict[str, str | int] = {
+            "groupBy": "action",
+            "days": 36_500,
+            "limit": 500,
+            "offset": offset,
+        }
         try:
             response = await http.get(f"{base}/api/v1/interaction-summary", params=params)
         except httpx.TransportError:
@@ -748,7 +755,7 @@ def build_report(
         report.add(Figure("plain aiokafka (ceiling)", aiokafka.rate, "events/s"))
     noop_rate = noop.rate if noop and _timed(noop) else None
     noop_cpu = _ceiling_cpu_us(noop).get("stack") if noop else None
-    if noop_rate:
+    if noop and noop_rate:
         report.add(
             Figure("Faust no-op agent (ceiling)", noop_rate, "events/s",
                    aiokafka.rate if aiokafka and _timed(aiokafka) else None, "plain aiokafka")
@@ -769,6 +776,7 @@ def build_report(
         what = f"{w.counted:,} events, {exact}" + (f", code {w.commit}" if w.commit else "")
         if key == "baseline":
             what += f", {w.src}"
+        ceiling: float | None
         if key == "workers2" and worker and worker.seconds >= 0.05:
             ceiling, ceiling_name = worker.rate, "one worker, same run"
             targets: tuple[Target, ...] = (Target(">=", TARGET_TWO_WORKERS, of="ratio"),)

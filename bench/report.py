@@ -386,10 +386,10 @@ def listening_pids(port: int) -> list[int]:
     Found through /proc/net/tcp{,6} (the socket's inode) and /proc/*/fd: empty when the
     server runs in another PID or network namespace (a container), or we may not look.
     """
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    inodes: set[str] = set()
+    for sockets in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = Path(table).read_text().splitlines()[1:]
+            lines = Path(sockets).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:

@@ -77,6 +77,13 @@ def _port(url: str, default: int) -> int:
     return urlsplit(first if "//" in first else f"//{first}").port or default
 
 
+def pid_of(process: Process) -> int:
+    """The pid of a process this benchmark started and is measuring (started, so it has one)."""
+    if process.pid is None:
+        raise RuntimeError(f"{process.name} is not running: nothing to measure")
+    return process.pid
+
+
 def server_pids(servers: EmbeddedServers) -> dict[str, list[int]]:
     """The root pid(s) of each server (``postgres``, ``redis``, ``broker``) for CPU accounting.
 
