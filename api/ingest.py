@@ -23,7 +23,7 @@ from api.auth import ApiKey
 from api.catalog import Catalog
 from api.deps import StoresDep, current_key
 from api.errors import ApiError
-from api.models import ErrorDetail, ErrorResponse
+from api.models import ERROR_RESPONSES, ErrorDetail, ErrorResponse
 from api.publisher import BrokerUnavailable, EventPublisher
 from core.schema import TYPE_KEY_PATTERN
 
@@ -183,6 +183,7 @@ def _body_schema(
 
 def _errors(invalid: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     return {
+        **ERROR_RESPONSES,  # 429 past a rate budget, before the route runs
         400: {
             "model": ErrorResponse,
             "description": "the body is not JSON (or no idempotency key)",
