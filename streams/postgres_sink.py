@@ -198,7 +198,8 @@ WITH batch AS (
 )
 -- upserted and custom_upserted are referenced nowhere: Postgres runs every data-modifying
 -- CTE to completion all the same.
-SELECT (SELECT count(*) FROM new) AS new_events, o.batch_id, o.tenant_id, o.dimension, o.period, o.bucket_start, o.groups, o.counts,
+SELECT (SELECT count(*) FROM new) AS new_events,
+       o.batch_id, o.tenant_id, o.dimension, o.period, o.bucket_start, o.groups, o.counts,
        o.outcome_groups, o.outcome_types, o.outcome_counts
 FROM (VALUES (1)) AS one LEFT JOIN outbox AS o ON true
 """
